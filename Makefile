@@ -1,0 +1,42 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+DEMO := out/demo
+FORMATS := onnx,onnx-fp16,onnx-int8,tflite,tflite-fp16,tflite-int8
+
+.PHONY: install demo test test-fast bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	@mkdir -p $(DEMO)
+	$(BIN)/resnet-edge train --model resnet18 --data digits --input-size 32 --epochs 5 --out $(DEMO)/resnet18_digits.keras
+	$(BIN)/resnet-edge info $(DEMO)/resnet18_digits.keras
+	$(BIN)/resnet-edge export $(DEMO)/resnet18_digits.keras --format $(FORMATS) --calib-data digits --out $(DEMO)
+	$(BIN)/python tools/digits_samples.py $(DEMO)/samples --count 8
+	$(BIN)/resnet-edge predict $(DEMO)/resnet18_digits_int8.tflite $(DEMO)/samples --top-k 3
+	$(BIN)/resnet-edge benchmark $(DEMO)/resnet18_digits.keras --all --formats $(FORMATS) --out $(DEMO)/benchmark
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/run.py --out benchmarks/results
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

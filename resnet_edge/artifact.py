@@ -1,0 +1,192 @@
+"""Where ModelMetadata lives inside each kind of artifact, and how it is read back.
+
+One reader and one writer per container: Keras (a JSON entry in the ``.keras`` zip, or an HDF5
+attribute in ``.h5``), ONNX (``metadata_props``), TFLite (a flatbuffer ``metadata`` entry, which a
+stock LiteRT interpreter ignores), TensorRT (a length-prefixed JSON header before the engine).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+from .errors import ModelFileError
+from .metadata import METADATA_KEY, ModelMetadata
+
+KERAS_ENTRY = f"{METADATA_KEY}.json"
+ENGINE_MAGIC = b"RNEDGE\x00\x01"
+_ENGINE_LENGTH = struct.Struct("<Q")
+ENGINE_HEADER_LIMIT = 1 << 20
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: file is empty")
+
+
+# Keras ---------------------------------------------------------------------------------------
+
+def embed_keras(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    """Add the metadata to a freshly saved (still temporary) ``.keras`` or ``.h5`` file."""
+    path = Path(path)
+    if path.suffix == ".keras":
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(KERAS_ENTRY, metadata.to_json())
+    else:
+        import h5py
+
+        with h5py.File(path, "a") as handle:
+            handle.attrs[METADATA_KEY] = metadata.to_json()
+
+
+def read_keras(path: str | os.PathLike[str]) -> ModelMetadata | None:
+    path = Path(path)
+    _require_file(path)
+    if path.suffix == ".keras":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if KERAS_ENTRY not in archive.namelist():
+                    return None
+                return ModelMetadata.from_json(archive.read(KERAS_ENTRY), str(path))
+        except zipfile.BadZipFile as exc:
+            raise ModelFileError(f"{path}: not a Keras model (corrupt or truncated .keras archive)") from exc
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            text = handle.attrs.get(METADATA_KEY)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: not a Keras model (cannot open as HDF5)") from exc
+    return None if text is None else ModelMetadata.from_json(text, str(path))
+
+
+# ONNX ----------------------------------------------------------------------------------------
+
+def embed_onnx(model_proto, metadata: ModelMetadata) -> None:
+    """Set (replace) the metadata entry of an in-memory ``onnx.ModelProto``."""
+    kept = [p for p in model_proto.metadata_props if p.key != METADATA_KEY]
+    del model_proto.metadata_props[:]
+    model_proto.metadata_props.extend(kept)
+    entry = model_proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+
+
+def read_onnx_props(props: dict[str, str], source: str) -> ModelMetadata | None:
+    text = props.get(METADATA_KEY)
+    return None if text is None else ModelMetadata.from_json(text, source)
+
+
+def read_onnx(path: str | os.PathLike[str]) -> ModelMetadata | None:
+    path = Path(path)
+    _require_file(path)
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in proto.metadata_props}
+    except ImportError:
+        import onnxruntime
+
+        props = onnxruntime.InferenceSession(str(path)).get_modelmeta().custom_metadata_map
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+    return read_onnx_props(props, str(path))
+
+
+# TFLite --------------------------------------------------------------------------------------
+
+def embed_tflite(flatbuffer: bytes, metadata: ModelMetadata) -> bytes:
+    """Return the flatbuffer with the metadata as a named ``metadata`` entry."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != METADATA_KEY]
+    buffer = schema.BufferT()
+    buffer.data = list(metadata.to_json().encode())
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_KEY.encode()
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_tflite_bytes(flatbuffer: bytes, source: str) -> ModelMetadata | None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        if not schema.Model.ModelBufferHasIdentifier(flatbuffer, 0):
+            raise ModelFileError(f"{source}: not a TFLite model (no TFL3 identifier)")
+        model = schema.Model.GetRootAs(flatbuffer, 0)
+        for index in range(model.MetadataLength()):
+            entry = model.Metadata(index)
+            if entry.Name().decode() == METADATA_KEY:
+                data = model.Buffers(entry.Buffer()).DataAsNumpy()
+                return ModelMetadata.from_json(bytes(data), source)
+    except (IndexError, struct.error, AttributeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{source}: not a TFLite model (corrupt or truncated flatbuffer)") from exc
+    return None
+
+
+def read_tflite(path: str | os.PathLike[str]) -> ModelMetadata | None:
+    path = Path(path)
+    _require_file(path)
+    return read_tflite_bytes(path.read_bytes(), str(path))
+
+
+# TensorRT engine -----------------------------------------------------------------------------
+
+def pack_engine(engine: bytes, metadata: ModelMetadata) -> bytes:
+    """``MAGIC | uint64 length | metadata JSON | serialized engine``."""
+    header = metadata.to_json().encode()
+    return ENGINE_MAGIC + _ENGINE_LENGTH.pack(len(header)) + header + engine
+
+
+def unpack_engine(blob: bytes, source: str, require_engine: bool = True) -> tuple[ModelMetadata | None, memoryview]:
+    """Split a file into (metadata, engine bytes); a plain engine without header has no metadata."""
+    view = memoryview(blob)
+    if bytes(view[: len(ENGINE_MAGIC)]) != ENGINE_MAGIC:
+        return None, view
+    start = len(ENGINE_MAGIC) + _ENGINE_LENGTH.size
+    if len(view) < start:
+        raise ModelFileError(f"{source}: truncated engine header")
+    (length,) = _ENGINE_LENGTH.unpack(view[len(ENGINE_MAGIC) : start])
+    if length > ENGINE_HEADER_LIMIT or start + length > len(view):
+        raise ModelFileError(f"{source}: corrupt or truncated engine header")
+    metadata = ModelMetadata.from_json(bytes(view[start : start + length]), source)
+    engine = view[start + length :]
+    if require_engine and len(engine) == 0:
+        raise ModelFileError(f"{source}: engine header present but the engine itself is missing (truncated)")
+    return metadata, engine
+
+
+def read_engine(path: str | os.PathLike[str]) -> ModelMetadata | None:
+    path = Path(path)
+    _require_file(path)
+    with open(path, "rb") as handle:
+        head = handle.read(len(ENGINE_MAGIC) + _ENGINE_LENGTH.size + ENGINE_HEADER_LIMIT)
+    return unpack_engine(head, str(path), require_engine=False)[0]
+
+
+READERS = {
+    ".keras": read_keras,
+    ".h5": read_keras,
+    ".onnx": read_onnx,
+    ".tflite": read_tflite,
+    ".engine": read_engine,
+    ".plan": read_engine,
+}
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata | None:
+    """The metadata embedded in any supported artifact (None when the artifact has none)."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ModelFileError(f"{path}: unknown model suffix {path.suffix!r}; expected one of {', '.join(READERS)}")
+    return reader(path)

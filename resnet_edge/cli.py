@@ -1,0 +1,474 @@
+"""``resnet-edge``: build, train, export, predict, parity and benchmark from the shell.
+
+Each command only parses, calls the public API and prints; heavy libraries are imported inside the
+commands so ``resnet-edge --help`` starts without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InvalidArgumentError, ResnetEdgeError
+
+app = typer.Typer(
+    name="resnet-edge",
+    help="Keras ResNet to a fast, verified model on an edge device (ONNX, TFLite, TensorRT).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary only.")]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``224`` or ``224x160`` (height x width)."""
+    try:
+        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise InvalidArgumentError(f"input size must be N or HxW, got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise InvalidArgumentError(f"input size must be N or HxW, got {text!r}")
+
+
+def say(message: str) -> None:
+    err.print(message, style="dim", markup=False)
+
+
+def warn(message: object) -> None:
+    sys.stderr.write(f"warning: {' '.join(str(message).split())}\n")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# build / train / info -----------------------------------------------------------------------
+
+@app.command()
+def build(
+    name: Annotated[str, typer.Argument(help="resnet18, resnet34, resnet50, resnet101 or resnet152.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Model file to write (.keras or .h5).")] = Path("model.keras"),
+    input_size: Annotated[str, typer.Option(help="Input side N or HxW (at least 32).")] = "224",
+    classes: Annotated[int, typer.Option(help="Number of output classes.")] = 1000,
+    head: Annotated[str, typer.Option(help="paper (GAP + softmax) or seed (GAP, Dropout, Dense 1024, Dropout, Dense).")] = "paper",
+    preprocessing: Annotated[str, typer.Option(help="scale (x/255), caffe (ImageNet weights) or none.")] = "scale",
+    weights: Annotated[Path | None, typer.Option(help="Local .h5 / .weights.h5 weights, loaded by layer name.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Text file with one class label per line.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a ResNet model file from a name and an input shape."""
+    from .models import build_resnet
+    from .models.io import describe, save_model
+
+    height, width = parse_size(input_size)
+    label_list = _read_labels(labels) if labels else None
+    model = build_resnet(name, (height, width, 3), num_classes=classes, head=head,
+                         preprocessing=preprocessing, weights=weights)
+    save_model(model, out_path, describe(model, label_list))
+    summary = {"path": str(out_path), "model": name, "input_shape": [height, width, 3],
+               "parameters": int(model.count_params())}
+    print_json(summary) if as_json else out.print(f"wrote {out_path} ({name}, {model.count_params():,} parameters)")
+
+
+def _read_labels(path: Path) -> list[str]:
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise InvalidArgumentError(f"{path}: cannot read labels ({exc.strerror})") from exc
+    return [line for line in lines if line]
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="Architecture name, or a .keras file to fine-tune.")] = "resnet18",
+    data: Annotated[str, typer.Option(help="'digits' or an image folder with one subfolder per class.")] = "digits",
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Model file to write.")] = Path("model.keras"),
+    input_size: Annotated[str, typer.Option(help="Input side N or HxW (new models).")] = "32",
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (cosine-decayed).")] = 1e-3,
+    val_split: Annotated[float, typer.Option(help="Fraction held out for validation.")] = 0.2,
+    head: Annotated[str, typer.Option(help="paper or seed (new models).")] = "paper",
+    weights: Annotated[Path | None, typer.Option(help="Initial weights (.h5/.weights.h5), head skipped if it differs.")] = None,
+    freeze_backbone: Annotated[bool, typer.Option(help="Train only the head (fine-tuning).")] = False,
+    flip: Annotated[bool, typer.Option(help="Random horizontal flips.")] = False,
+    seed: int = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train from scratch or fine-tune on an image folder or the built-in digits; writes the model atomically."""
+    from .data import load_dataset
+    from .models import build_resnet
+    from .models.io import describe, load_model, save_model
+    from .models.resnet import load_weights
+    from .train import freeze_backbone as freeze
+    from .train import train as fit
+
+    if Path(model).suffix in (".keras", ".h5"):
+        keras_model, _ = load_model(model)
+        size = tuple(int(v) for v in keras_model.input_shape[1:3])
+    else:
+        size = parse_size(input_size)
+        keras_model = None
+    dataset = load_dataset(data, size)
+    if keras_model is None:
+        keras_model = build_resnet(model, (*size, 3), num_classes=len(dataset.class_names), head=head)
+    if weights is not None:
+        load_weights(keras_model, weights, skip_mismatch=True)
+    if freeze_backbone:
+        freeze(keras_model)
+    if not as_json:
+        say(f"training {keras_model.name} on {dataset.source}: {len(dataset)} images, "
+            f"{len(dataset.class_names)} classes, {size[0]}x{size[1]}")
+    result = fit(keras_model, dataset, epochs=epochs, batch_size=batch_size, learning_rate=lr,
+                 val_fraction=val_split, flip=flip, seed=seed, verbose=0 if as_json else 1)
+    save_model(keras_model, out_path, describe(keras_model, dataset.class_names))
+    summary = {"path": str(out_path), "model": keras_model.name, "val_accuracy": result.val_accuracy,
+               "train_accuracy": result.train_accuracy, "epochs": result.epochs, "seconds": round(result.seconds, 1),
+               "train_images": result.train_images, "val_images": result.val_images}
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(f"validation accuracy {result.val_accuracy:.2%} after {epochs} epochs "
+                  f"({result.seconds:.0f} s); wrote {out_path}")
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="A model or exported artifact.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show an artifact's depth, parameters, FLOPs, input, labels and preprocessing."""
+    from .artifact import read_metadata
+
+    metadata = read_metadata(path)
+    summary: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size}
+    if path.suffix in (".keras", ".h5"):
+        from .models.io import load_model
+        from .models.resnet import SPECS, count_macs
+
+        model, metadata = load_model(path)
+        spec = SPECS.get(model.name)
+        summary.update(parameters=int(model.count_params()), macs=count_macs(model),
+                       depth=None if spec is None else int(name_depth(model.name)),
+                       block="bottleneck" if spec and spec.bottleneck else "basic" if spec else None)
+    if metadata is not None:
+        summary["metadata"] = json.loads(metadata.to_json())
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(show_header=False, box=None)
+    rows = [("file", f"{path} ({summary['size_bytes'] / 1e6:.1f} MB)")]
+    if "parameters" in summary:
+        rows += [("model", f"{model.name} ({summary['block']} blocks)" if summary["block"] else model.name),
+                 ("parameters", f"{summary['parameters']:,}"),
+                 ("FLOPs", f"{summary['macs'] / 1e9:.2f} G multiply-adds per image")]
+    if metadata is not None:
+        labels = ", ".join(metadata.labels[:10]) + (" …" if len(metadata.labels) > 10 else "")
+        rows += [("format", f"{metadata.format} ({metadata.precision})"),
+                 ("input", f"{metadata.layout} {'x'.join(map(str, metadata.input_shape))} {metadata.input_dtype} "
+                           f"{metadata.color_order} {metadata.input_range[0]:g}-{metadata.input_range[1]:g}"),
+                 ("preprocessing", f"{metadata.preprocessing} (inside the model)"),
+                 ("labels", f"{metadata.num_classes}: {labels}" if metadata.labels else "none")]
+        if metadata.input_quantization:
+            q = metadata.input_quantization
+            rows.append(("input quantization", f"scale {q.scale:g}, zero point {q.zero_point}"))
+        if metadata.source_sha256:
+            rows.append(("source sha256", metadata.source_sha256[:16] + "…"))
+        rows.append(("tools", ", ".join(f"{k} {v}" for k, v in sorted(metadata.tools.items()))))
+    else:
+        rows.append(("metadata", "none embedded"))
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/bold]", value)
+    out.print(table)
+
+
+def name_depth(name: str) -> int:
+    return int(name.removeprefix("resnet"))
+
+
+# export -------------------------------------------------------------------------------------
+
+def default_output(model: Path, fmt) -> Path:
+    variant = fmt.name.split("-", 1)[1] if "-" in fmt.name else ("" if fmt.name in ("onnx", "tflite") else fmt.name)
+    return model.with_name(f"{model.stem}{'_' + variant if variant else ''}{fmt.suffix}")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Keras model (.keras/.h5).")],
+    formats: Annotated[str, typer.Option("--format", "-f", help="onnx, onnx-fp16, onnx-int8, tflite, tflite-fp16, tflite-int8, trt (comma-separated for several).")],
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (one format) or folder (several).")] = None,
+    calib_data: Annotated[str | None, typer.Option(help="Calibration images: digits, an image folder or an .npy file.")] = None,
+    calib_count: Annotated[int, typer.Option(help="Calibration samples (stratified over classes).")] = 300,
+    verify_data: Annotated[str | None, typer.Option(help="Images for the parity check (default: calibration hold-out, else digits).")] = None,
+    verify: Annotated[bool, typer.Option(help="Check the artifact against the Keras model before succeeding.")] = True,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (13-18, default 17).")] = None,
+    scheme: Annotated[str | None, typer.Option(help="onnx-int8: cpu (U8S8, fast on x86) or trt (symmetric S8S8).")] = None,
+    calib_method: Annotated[str | None, typer.Option(help="onnx-int8: minmax, entropy or percentile.")] = None,
+    io: Annotated[str | None, typer.Option(help="tflite-int8: int8 or uint8 input/output.")] = None,
+    precision: Annotated[str | None, typer.Option(help="trt: fp32, fp16 or int8.")] = None,
+    workspace: Annotated[int | None, typer.Option(help="trt: workspace MiB.")] = None,
+    batch: Annotated[str | None, typer.Option(help="trt: optimization profile min,opt,max batch.")] = None,
+    dla_core: Annotated[int | None, typer.Option(help="trt: DLA core (Jetson), with GPU fallback.")] = None,
+    timing_cache: Annotated[Path | None, typer.Option(help="trt: timing cache file (read and updated).")] = None,
+    hardware_compatibility: Annotated[bool | None, typer.Option("--hardware-compatibility", help="trt: Ampere+ compatible engine.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export a Keras model; the artifact is written atomically, carries its metadata and is verified."""
+    from .export import export as run_export
+    from .export import resolve_format, resolve_options
+
+    chosen = [resolve_format(name) for name in formats.split(",") if name.strip()]
+    if not chosen:
+        raise InvalidArgumentError("--format is empty")
+    given = {"opset": opset, "scheme": scheme, "calib_method": calib_method, "io": io, "precision": precision,
+             "workspace": workspace, "batch": batch, "dla_core": dla_core,
+             "timing_cache": None if timing_cache is None else str(timing_cache),
+             "hardware_compatibility": hardware_compatibility}
+    for fmt in chosen:
+        resolve_options(fmt, given if len(chosen) == 1 else {k: v for k, v in given.items() if k in fmt.options})
+    if not model.is_file():
+        raise InvalidArgumentError(f"{model}: no such model file")
+    if len(chosen) > 1 and out_path is not None and out_path.suffix:
+        raise InvalidArgumentError("--out must be a folder when exporting several formats")
+    needs_calibration = any(f.calibrated or (f.name == "trt" and precision == "int8") for f in chosen)
+    calibration = _calibration(model, calib_data, calib_count) if calib_data or needs_calibration else None
+    verify_set = None
+    if verify_data is not None:
+        from .artifact import read_keras
+        from .data import load_dataset
+
+        metadata = read_keras(model)
+        size = tuple(metadata.input_shape[:2]) if metadata else (224, 224)
+        verify_set = load_dataset(verify_data, size)
+    summaries = []
+    for fmt in chosen:
+        if len(chosen) == 1:
+            target = out_path or default_output(model, fmt)
+        else:
+            target = (out_path / default_output(model, fmt).name) if out_path else default_output(model, fmt)
+        options = {k: v for k, v in given.items() if k in fmt.options}
+        result = run_export(model, fmt.name, target, calibration=calibration, verify=verify, verify_data=verify_set,
+                            progress=None if as_json else say, **options)
+        summaries.append(result.summary())
+        if not as_json:
+            out.print(f"[green]✓[/green] {fmt.name}: {target} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s)")
+    if as_json:
+        print_json(summaries[0] if len(summaries) == 1 else summaries)
+
+
+def _calibration(model: Path, source: str | None, count: int):
+    from calibration import CalibrationSet
+
+    from .artifact import read_keras
+
+    if source is None:
+        raise InvalidArgumentError("int8 export needs calibration data: pass --calib-data DIR|digits|FILE.npy")
+    metadata = read_keras(model)
+    size = tuple(metadata.input_shape[:2]) if metadata else (224, 224)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        calibration = CalibrationSet.from_source(source, size, count)
+    for warning in caught:
+        warn(warning.message)
+    return calibration
+
+
+# predict / parity ---------------------------------------------------------------------------
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Any artifact: .keras, .h5, .onnx, .tflite, .engine.")],
+    inputs: Annotated[list[str] | None, typer.Argument(help="Images, folders or globs.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, trt (ONNX Runtime's TensorRT provider) or jetson.")] = "auto",
+    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    threads: Annotated[int | None, typer.Option(min=1, help="Runtime CPU threads.")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail on the first unreadable image instead of skipping it.")] = False,
+    source: Annotated[str | None, typer.Option(help="Video file or camera index: per-frame labels and FPS.")] = None,
+    max_frames: Annotated[int | None, typer.Option(min=1, help="With --source: stop after N frames.")] = None,
+    as_json: JsonFlag = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV rows (source,rank,label,index,score).")] = False,
+) -> None:
+    """Label images (or a video stream) with any exported model."""
+    from rich.progress import Progress
+
+    from .runtime import load
+    from .runtime.base import expand_input
+
+    if not inputs and source is None:
+        raise InvalidArgumentError("give images, folders or globs to label, or --source VIDEO|CAMERA")
+    if as_json and as_csv:
+        raise InvalidArgumentError("--json and --csv cannot be combined")
+    with load(model, device=device, threads=threads) as predictor:
+        if not (as_json or as_csv):
+            say(f"{model.name}: {predictor.backend.name} on {predictor.device}")
+        if source is not None:
+            _predict_video(predictor, source, top_k, max_frames, as_json)
+            return
+        items = [path for item in inputs or [] for _, path in expand_input(item)]
+        if not items:
+            raise InvalidArgumentError(f"no images found in {' '.join(inputs or [])}")
+        predictions, skipped = [], []
+        with Progress(console=err, transient=True, disable=len(items) <= batch_size) as progress:
+            task = progress.add_task("predicting", total=len(items))
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                run = predictor.predict(chunk, top_k=top_k, batch_size=batch_size, strict=strict)
+                predictions += run.predictions
+                skipped += run.skipped
+                progress.advance(task, len(chunk))
+    _print_predictions(predictions, skipped, as_json, as_csv)
+
+
+def _print_predictions(predictions, skipped: list[str], as_json: bool, as_csv: bool) -> None:
+    if as_json:
+        print_json({"predictions": [p.__dict__ for p in predictions], "skipped": skipped})
+        return
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["source", "rank", "label", "index", "score"])
+        for p in predictions:
+            for rank, (label, index, score) in enumerate(zip(p.labels, p.indices, p.scores, strict=True), 1):
+                writer.writerow([p.source, rank, label, index, f"{score:.6f}"])
+    else:
+        table = Table("input", "top-k (label probability)")
+        for p in predictions:
+            table.add_row(p.source, "  ".join(f"[bold]{label}[/bold] {score:.3f}" if rank == 0 else f"{label} {score:.3f}"
+                                             for rank, (label, score) in enumerate(zip(p.labels, p.scores, strict=True))))
+        out.print(table)
+    if skipped:
+        warn(f"skipped {len(skipped)} unreadable input(s), first: {skipped[0]}")
+
+
+def _predict_video(predictor, source: str, top_k: int, max_frames: int | None, as_json: bool) -> None:
+    from .video import run_video
+
+    def show(frame) -> None:
+        if not as_json:
+            best = frame.prediction
+            out.print(f"frame {frame.index}: {best.labels[0]} ({best.scores[0]:.3f})  {frame.fps:.1f} FPS")
+
+    summary = run_video(predictor, source, top_k=top_k, max_frames=max_frames, on_frame=show)
+    if as_json:
+        print_json(summary.__dict__)
+    else:
+        ending = "interrupted" if summary.interrupted else "done"
+        out.print(f"{ending}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} FPS)")
+
+
+@app.command()
+def parity(
+    paths: Annotated[list[Path], typer.Argument(help="MODEL.keras then ARTIFACT... (only artifacts with --load-outputs).")],
+    data: Annotated[str, typer.Option(help="digits, an image folder or an .npy file.")] = "digits",
+    n: Annotated[int, typer.Option("--n", min=1, help="Images to compare on (stratified sample).")] = 500,
+    device: Annotated[str, typer.Option(help="Device for the artifacts.")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    save_outputs: Annotated[Path | None, typer.Option(help="Save the reference outputs and images (.npz) for another machine.")] = None,
+    load_outputs: Annotated[Path | None, typer.Option(help="Compare against reference outputs saved with --save-outputs.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare artifacts with the float model on real images; exit 1 when any is outside its tolerance."""
+    from .data import load_dataset
+    from .parity import compare, load_reference, run_outputs, save_reference
+    from .runtime import load
+
+    if load_outputs is not None:
+        reference_outputs, dataset = load_reference(load_outputs)
+        candidates = paths
+    else:
+        reference_path, candidates = paths[0], paths[1:]
+        if reference_path.suffix not in (".keras", ".h5"):
+            raise InvalidArgumentError(f"{reference_path}: the reference must be a Keras model (.keras/.h5)")
+        with load(reference_path, device="cpu") as reference:
+            size = (reference.input_spec.height, reference.input_spec.width)
+            dataset = load_dataset(data, size).sample(n)
+            reference_outputs = run_outputs(reference, dataset.images, batch_size)
+        if save_outputs is not None:
+            save_reference(save_outputs, reference_outputs, dataset)
+            if not as_json:
+                say(f"saved reference outputs for {len(dataset)} images to {save_outputs}")
+    if not candidates and save_outputs is None:
+        raise InvalidArgumentError("give at least one artifact to compare")
+    reports = []
+    for candidate_path in candidates:
+        with load(candidate_path, device=device) as candidate:
+            report = compare(None, candidate, dataset, batch_size=batch_size, reference_outputs=reference_outputs)
+            report.worst_layers = _worst_layers_if_failed(report, paths[0] if load_outputs is None else None,
+                                                          candidate_path, dataset)
+        reports.append(report)
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+    else:
+        _print_parity(reports)
+    if not all(reports):
+        raise typer.Exit(1)
+
+
+def _worst_layers_if_failed(report, reference_path: Path | None, candidate_path: Path, dataset) -> list:
+    if report.passed or report.precision != "int8" or reference_path is None:
+        return []
+    from .layerwise import worst_layers
+    from .models.io import load_model
+
+    model, _ = load_model(reference_path)
+    return worst_layers(model, candidate_path, dataset.images[:32])
+
+
+def _print_parity(reports) -> None:
+    table = Table("artifact", "precision", "status", "max|err|", "mean|err|", "cosine", "top-1", "top-5", "accuracy (Δ)")
+    for r in reports:
+        accuracy = "–" if r.candidate_accuracy is None else f"{r.candidate_accuracy:.2%} ({r.accuracy_delta:+.2%})"
+        table.add_row(
+            r.name, r.precision, "[green]pass[/green]" if r else "[red]FAIL[/red]", f"{r.max_abs:.3g}",
+            f"{r.mean_abs:.3g}", f"{r.cosine:.6f}", "–" if r.top1_agreement is None else f"{r.top1_agreement:.2%}",
+            "–" if r.top5_agreement is None else f"{r.top5_agreement:.2%}", accuracy,
+        )
+    out.print(table)
+    for r in reports:
+        if not r:
+            out.print(f"[red]{r.name}[/red]: " + "; ".join(r.failures), markup=True)
+            if r.worst_layers:
+                out.print("  layers losing most: " + ", ".join(f"{name} ({error:.3g})" for name, error in r.worst_layers))
+
+
+def fail(message: str, code: int) -> None:
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors on stderr, exit code 2 (130 on Ctrl-C)."""
+    warnings.showwarning = lambda message, *args, **kwargs: warn(message)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="resnet-edge", standalone_mode=False)
+    except ResnetEdgeError as exc:
+        fail(str(exc), 2)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # the CLI library's usage errors
+            fail(exc.format_message(), exc.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

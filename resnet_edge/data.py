@@ -1,0 +1,168 @@
+"""Image datasets held as RGB ``uint8`` NHWC arrays: image folders, ``.npy`` arrays and digits."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, InvalidArgumentError
+from .preprocess import is_image_file, load_image, resize, to_rgb_uint8
+
+BUILTIN_DATASETS = ("digits",)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images (RGB ``uint8``, NHWC) with optional integer labels and their class names."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    class_names: tuple[str, ...]
+    source: str
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def subset(self, indices: np.ndarray) -> Dataset:
+        labels = None if self.labels is None else self.labels[indices]
+        return Dataset(self.images[indices], labels, self.class_names, self.source, self.skipped)
+
+    def _groups(self) -> list[np.ndarray]:
+        if self.labels is None:
+            return [np.arange(len(self))]
+        return [np.flatnonzero(self.labels == c) for c in np.unique(self.labels)]
+
+    def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """Deterministic split, stratified over classes: (train, validation)."""
+        if not 0.0 < val_fraction < 1.0:
+            raise InvalidArgumentError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+        rng = np.random.default_rng(seed)
+        train, val = [], []
+        for group in self._groups():
+            group = rng.permutation(group)
+            n_val = max(1, round(len(group) * val_fraction)) if len(group) > 1 else 0
+            val.append(group[:n_val])
+            train.append(group[n_val:])
+        train_idx, val_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        if len(train_idx) == 0 or len(val_idx) == 0:
+            raise DataError(f"{self.source}: {len(self)} images are too few to split for validation")
+        return self.subset(train_idx), self.subset(val_idx)
+
+    def sample_indices(self, count: int, seed: int = 0) -> np.ndarray:
+        """Indices of up to ``count`` images, stratified over classes, deterministic for a seed."""
+        if count >= len(self):
+            return np.arange(len(self))
+        rng = np.random.default_rng(seed)
+        groups = [rng.permutation(g) for g in self._groups()]
+        # Interleave classes by relative position so every class is represented in proportion.
+        order = np.argsort(np.concatenate([np.arange(len(g)) / len(g) for g in groups]), kind="stable")
+        return np.sort(np.concatenate(groups)[order][:count])
+
+    def sample(self, count: int, seed: int = 0) -> Dataset:
+        return self if count >= len(self) else self.subset(self.sample_indices(count, seed))
+
+    def resized(self, size: tuple[int, int]) -> Dataset:
+        if self.image_size == tuple(size):
+            return self
+        images = np.stack([resize(image, size) for image in self.images])
+        return Dataset(images, self.labels, self.class_names, self.source, self.skipped)
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), batch_size):
+            yield self.images[start : start + batch_size]
+
+
+def load_digits(size: tuple[int, int] = (32, 32)) -> Dataset:
+    """scikit-learn's 1,797 handwritten 8x8 digits, upsampled to ``size`` with 3 channels."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as exc:
+        raise DataError("the digits dataset needs scikit-learn: pip install 'resnet-edge[export]'") from exc
+    bunch = sklearn_digits()
+    pixels = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    images = np.stack([resize(to_rgb_uint8(p), size) for p in pixels])
+    names = tuple(str(int(n)) for n in bunch.target_names)
+    return Dataset(images, bunch.target.astype(np.int64), names, "digits")
+
+
+def _scan_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if class_dirs:
+        files, labels = [], []
+        for index, class_dir in enumerate(class_dirs):
+            found = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
+            files += found
+            labels += [index] * len(found)
+        return files, labels, tuple(d.name for d in class_dirs)
+    files = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
+    return files, [], ()
+
+
+def load_image_folder(
+    root: str | os.PathLike[str],
+    size: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> Dataset:
+    """One subfolder per class (like Keras' ``flow_from_directory``), or a flat folder of unlabelled images.
+
+    Unreadable files are skipped and counted in a warning.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    files, labels, class_names = _scan_folder(root)
+    if not files:
+        raise DataError(f"{root}: no images found (looked for {', '.join(sorted({'.jpg', '.png', '.bmp'}))} …)")
+    images, kept_labels, failures = [], [], []
+    for position, path in enumerate(files):
+        try:
+            images.append(resize(load_image(path), size))
+            if labels:
+                kept_labels.append(labels[position])
+        except DataError as exc:
+            failures.append(str(exc))
+        if progress is not None:
+            progress(position + 1, len(files))
+    if failures:
+        warnings.warn(f"skipped {len(failures)} unreadable image(s) in {root}; first: {failures[0]}", stacklevel=2)
+    if not images:
+        raise DataError(f"{root}: none of the {len(files)} image files could be read")
+    label_array = np.asarray(kept_labels, dtype=np.int64) if labels else None
+    return Dataset(np.stack(images), label_array, class_names, str(root), skipped=len(failures))
+
+
+def load_array(path: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
+    """An ``.npy`` array of images (NHWC or NHW, pixel values 0-255), unlabelled."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as a .npy array ({exc})") from exc
+    if array.ndim not in (3, 4) or len(array) == 0:
+        raise DataError(f"{path}: expected an array of images (N,H,W[,C]), got shape {array.shape}")
+    images = np.stack([resize(to_rgb_uint8(image), size) for image in array])
+    return Dataset(images, None, (), str(path))
+
+
+def load_dataset(source: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
+    """``digits``, an image folder, or an ``.npy`` file, as RGB ``uint8`` images of ``size``."""
+    text = str(source)
+    if text in BUILTIN_DATASETS:
+        return load_digits(size)
+    path = Path(text)
+    if path.is_dir():
+        return load_image_folder(path, size)
+    if path.suffix == ".npy" and path.is_file():
+        return load_array(path, size)
+    if not path.exists():
+        raise DataError(f"{text}: no such folder or file (use an image folder, an .npy file, or 'digits')")
+    raise DataError(f"{text}: not an image folder or an .npy file (or 'digits')")

@@ -1,0 +1,189 @@
+"""``export()``: Keras model to a deployable artifact, written atomically, metadata inside, verified.
+
+A format is one module with one function ``convert(job) -> ModelMetadata`` that writes ``job.output``
+(a temporary path), plus one row in ``FORMATS``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_path
+from ..errors import InvalidArgumentError
+
+Progress = Callable[[str], None]
+
+COMMON_OPTIONS = ("opset",)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One row of the format table."""
+
+    name: str
+    target: str
+    suffix: str
+    precision: str
+    aliases: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    calibrated: bool = False
+    needs_gpu: bool = False
+    description: str = ""
+
+
+_ONNX = {"opset": 17}
+_INT8_ONNX = {**_ONNX, "scheme": "cpu", "calib_method": "minmax"}
+_TRT = {"precision": "fp32", "workspace": 4096, "batch": "1,1,1", "dla_core": None,
+        "timing_cache": None, "hardware_compatibility": False, "calib_method": "minmax", "opset": 17}
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat("onnx", "resnet_edge.export.onnx:convert", ".onnx", "fp32", options=_ONNX,
+                     description="ONNX fp32 (tf2onnx), dynamic batch"),
+        ExportFormat("onnx-fp16", "resnet_edge.export.onnx_fp16:convert", ".onnx", "fp16", options=_ONNX,
+                     description="ONNX fp16 weights and compute, fp32 inputs/outputs"),
+        ExportFormat("onnx-int8", "resnet_edge.export.onnx_int8:convert", ".onnx", "int8", options=_INT8_ONNX,
+                     calibrated=True, description="ONNX Runtime static QDQ int8, per-channel weights"),
+        ExportFormat("tflite", "resnet_edge.export.tflite:convert", ".tflite", "fp32",
+                     description="TFLite float32"),
+        ExportFormat("tflite-fp16", "resnet_edge.export.tflite:convert", ".tflite", "fp16",
+                     description="TFLite float16 weights"),
+        ExportFormat("tflite-int8", "resnet_edge.export.tflite:convert", ".tflite", "int8", options={"io": "int8"},
+                     calibrated=True, description="TFLite full-integer int8 (int8/uint8 in and out)"),
+        ExportFormat("trt", "resnet_edge.export.tensorrt:convert", ".engine", "fp32", aliases=("tensorrt", "engine"),
+                     options=_TRT, needs_gpu=True, description="TensorRT engine, strongly typed, from ONNX"),
+    )
+}
+
+
+def resolve_format(name: str) -> ExportFormat:
+    """A format by name or alias; an unknown one is an error naming the nearest valid format."""
+    key = name.lower().strip()
+    for fmt in FORMATS.values():
+        if key == fmt.name or key in fmt.aliases:
+            return fmt
+    names = list(FORMATS) + [a for f in FORMATS.values() for a in f.aliases]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.4)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise InvalidArgumentError(f"unknown format {name!r}{hint} (valid: {', '.join(FORMATS)})")
+
+
+def resolve_options(fmt: ExportFormat, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The format's defaults updated with ``given``; an option the format does not take is an error."""
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - set(fmt.options))
+    if unknown:
+        applicable = ", ".join(f"--{o.replace('_', '-')}" for o in fmt.options) or "none"
+        flags = ", ".join(f"--{o.replace('_', '-')}" for o in unknown)
+        raise InvalidArgumentError(f"{flags} does not apply to {fmt.name} (options for {fmt.name}: {applicable})")
+    return {**fmt.options, **given}
+
+
+@dataclass
+class ExportJob:
+    """Everything a format's ``convert`` needs; ``output`` is a temporary path it must write."""
+
+    model: Any
+    metadata: Any
+    output: Path
+    format: ExportFormat
+    options: dict[str, Any]
+    calibration: Any = None
+    progress: Progress = print
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    size_bytes: int
+    seconds: float
+    metadata: Any
+    parity: Any = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "size_bytes": self.size_bytes,
+            "seconds": round(self.seconds, 3),
+            "parity": None if self.parity is None else self.parity.to_dict(),
+        }
+
+
+def weights_digest(model) -> str:
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def converter(fmt: ExportFormat) -> Callable[[ExportJob], Any]:
+    module_name, function = fmt.target.split(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def export(
+    model: Any,
+    format: str,
+    output: str | os.PathLike[str],
+    *,
+    calibration: Any = None,
+    verify: bool = True,
+    verify_data: Any = None,
+    verify_count: int = 500,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ExportResult:
+    """Export a Keras model (object or ``.keras`` path) to ``format`` at ``output``.
+
+    Writes atomically, embeds ModelMetadata, and (unless ``verify=False``) runs the artifact beside the
+    Keras model on held-out images, raising ParityError when it is outside its precision's tolerance.
+    """
+    from ..metadata import sha256_file
+    from ..models.io import describe, load_model
+
+    fmt = resolve_format(format)
+    resolved = resolve_options(fmt, options)
+    output = Path(output)
+    if output.suffix.lower() != fmt.suffix and not (fmt.suffix == ".engine" and output.suffix.lower() == ".plan"):
+        raise InvalidArgumentError(f"{output}: a {fmt.name} file must end in {fmt.suffix}")
+    if (fmt.calibrated or (fmt.name == "trt" and resolved.get("precision") == "int8")) and calibration is None:
+        raise InvalidArgumentError(f"{fmt.name} needs calibration data: pass --calib-data DIR|digits|FILE.npy")
+    say = progress or (lambda message: None)
+    if isinstance(model, (str, os.PathLike)):
+        source_digest = sha256_file(model)
+        model, metadata = load_model(model)
+    else:
+        metadata, source_digest = describe(model), weights_digest(model)
+    metadata = metadata.replace(source_sha256=source_digest)
+    if calibration is not None:
+        calibration = calibration.resized(metadata.input_shape[:2])
+
+    started = time.perf_counter()
+    with atomic_path(output) as tmp:
+        job = ExportJob(model, metadata, tmp, fmt, resolved, calibration, say)
+        final_metadata = converter(fmt)(job)
+        seconds = time.perf_counter() - started
+        report = None
+        if verify:
+            from ..parity import verify_artifact
+
+            data = verify_data if verify_data is not None else (calibration.holdout if calibration else None)
+            say(f"verifying {fmt.name} against the Keras model")
+            report = verify_artifact(model, tmp, final_metadata.precision, data, count=verify_count, label=fmt.name)
+            say(report.line())
+            report.raise_if_failed(hint="export again with --no-verify to keep it anyway")
+    return ExportResult(output, fmt.name, output.stat().st_size, seconds, final_metadata, report)
+
+
+__all__ = ["FORMATS", "ExportFormat", "ExportJob", "ExportResult", "export", "resolve_format", "resolve_options"]

@@ -1,0 +1,263 @@
+"""The ResNet family of He et al. (2015) in the Keras functional API.
+
+The depth table is data (``SPECS``); one stack function builds every depth. Layer names and weight
+order follow ``keras.applications`` (``conv1_conv``, ``conv2_block1_1_conv`` ...), so its weights load
+into resnet50/101/152 unchanged and a user's local ImageNet ``.h5`` loads by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._lazy import import_keras
+from ..errors import InvalidArgumentError, ModelFileError
+from ..metadata import PREPROCESSING_MODES
+
+keras = import_keras()
+layers = keras.layers
+
+BN_EPSILON = 1.001e-5
+# Faster-settling moving statistics than Keras' 0.99, so short runs on small datasets validate well;
+# inference (and weight compatibility with keras.applications) is unaffected.
+BN_MOMENTUM = 0.9
+MIN_INPUT_SIDE = 32
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+HEADS = ("paper", "seed")
+POOLINGS = (None, "avg", "max")
+FEATURE_LEVELS = {"c1": "pool1_pool", "c2": "conv2", "c3": "conv3", "c4": "conv4", "c5": "conv5"}
+FEATURE_STRIDES = {"c1": 4, "c2": 4, "c3": 8, "c4": 16, "c5": 32}
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """One row of the depth table: block kind and blocks per stage (conv2_x .. conv5_x)."""
+
+    bottleneck: bool
+    blocks: tuple[int, int, int, int]
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.bottleneck else 1
+
+
+SPECS: dict[str, ResNetSpec] = {
+    "resnet18": ResNetSpec(bottleneck=False, blocks=(2, 2, 2, 2)),
+    "resnet34": ResNetSpec(bottleneck=False, blocks=(3, 4, 6, 3)),
+    "resnet50": ResNetSpec(bottleneck=True, blocks=(3, 4, 6, 3)),
+    "resnet101": ResNetSpec(bottleneck=True, blocks=(3, 4, 23, 3)),
+    "resnet152": ResNetSpec(bottleneck=True, blocks=(3, 8, 36, 3)),
+}
+
+
+@keras.saving.register_keras_serializable(package="resnet_edge")
+class InputPreprocessing(layers.Layer):
+    """RGB pixels 0-255 to the network's input scale, inside the model so every export carries it.
+
+    ``scale``: x / 255 (the seeds' ``rescale=1/255``); ``caffe``: RGB->BGR minus ImageNet means (the
+    ``keras.applications`` ResNet weights); ``none``: identity.
+    """
+
+    def __init__(self, mode: str = "scale", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise InvalidArgumentError(
+                f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}, not {mode!r}"
+            )
+        self.mode = mode
+
+    def call(self, inputs):
+        if self.mode == "scale":
+            return inputs * (1.0 / 255.0)
+        if self.mode == "caffe":
+            return keras.ops.flip(inputs, axis=-1) - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, inputs.dtype)
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same" if kernel > 1 else "valid",
+                      name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(axis=3, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    if relu:
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return x
+
+
+def _residual_branch(x, filters: int, stride: int, bottleneck: bool, name: str):
+    if bottleneck:
+        x = _conv_bn(x, filters, 1, stride, f"{name}_1", relu=True)
+        x = _conv_bn(x, filters, 3, 1, f"{name}_2", relu=True)
+        return _conv_bn(x, 4 * filters, 1, 1, f"{name}_3", relu=False)
+    x = _conv_bn(x, filters, 3, stride, f"{name}_1", relu=True)
+    return _conv_bn(x, filters, 3, 1, f"{name}_2", relu=False)
+
+
+def _merge(shortcut, residual, name: str):
+    x = layers.Add(name=f"{name}_add")([shortcut, residual])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def conv_block(x, filters: int, stride: int = 2, *, bottleneck: bool = True, name: str):
+    """Residual block whose shortcut is a strided 1x1 projection (changes size and/or width)."""
+    expansion = 4 if bottleneck else 1
+    shortcut = _conv_bn(x, expansion * filters, 1, stride, f"{name}_0", relu=False)
+    return _merge(shortcut, _residual_branch(x, filters, stride, bottleneck, name), name)
+
+
+def identity_block(x, filters: int, *, bottleneck: bool = True, name: str):
+    """Residual block whose shortcut is the input itself (same size and width)."""
+    return _merge(x, _residual_branch(x, filters, 1, bottleneck, name), name)
+
+
+def stack(x, filters: int, blocks: int, stride: int, bottleneck: bool, name: str):
+    """One stage: a conv_block (projection when size or width changes), then identity blocks."""
+    expansion = 4 if bottleneck else 1
+    if stride != 1 or x.shape[-1] != expansion * filters:
+        x = conv_block(x, filters, stride, bottleneck=bottleneck, name=f"{name}_block1")
+    else:
+        x = identity_block(x, filters, bottleneck=bottleneck, name=f"{name}_block1")
+    for index in range(2, blocks + 1):
+        x = identity_block(x, filters, bottleneck=bottleneck, name=f"{name}_block{index}")
+    return x
+
+
+def _check_name(name: str) -> ResNetSpec:
+    if name in SPECS:
+        return SPECS[name]
+    close = difflib.get_close_matches(name, SPECS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise InvalidArgumentError(f"unknown model {name!r}{hint}; valid: {', '.join(SPECS)}")
+
+
+def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise InvalidArgumentError(f"input shape must be (height, width, 3), got {tuple(input_shape)}")
+    height, width, channels = (int(v) for v in input_shape)
+    if channels != 3:
+        raise InvalidArgumentError(f"input must have 3 channels (RGB), got {channels}")
+    if min(height, width) < MIN_INPUT_SIDE:
+        raise InvalidArgumentError(f"input side must be at least {MIN_INPUT_SIDE}, got {height}x{width}")
+    return height, width, channels
+
+
+def _head(x, head: str, num_classes: int, activation: str | None):
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if head == "seed":
+        x = layers.Dropout(0.5, name="head_dropout1")(x)
+        x = layers.Dense(1024, activation="relu", name="head_fc")(x)
+        x = layers.Dropout(0.5, name="head_dropout2")(x)
+    return layers.Dense(num_classes, activation=activation, name="predictions")(x)
+
+
+def build_resnet(
+    name: str = "resnet50",
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    num_classes: int = 1000,
+    include_top: bool = True,
+    features: tuple[str, ...] | None = None,
+    head: str = "paper",
+    pooling: str | None = None,
+    preprocessing: str = "scale",
+    classifier_activation: str | None = "softmax",
+    weights: str | os.PathLike[str] | None = None,
+):
+    """Build a ResNet as a functional ``keras.Model`` that takes RGB pixels 0-255.
+
+    ``features=("c2","c3","c4","c5")`` returns a multi-output backbone (strides 4/8/16/32);
+    ``head`` is ``"paper"`` (GAP + softmax Dense) or ``"seed"`` (GAP, Dropout, Dense 1024, Dropout, Dense);
+    ``weights`` is a local ``.h5`` / ``.weights.h5`` file loaded by layer name.
+    """
+    spec = _check_name(name)
+    shape = _check_shape(input_shape)
+    if head not in HEADS:
+        raise InvalidArgumentError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+    if pooling not in POOLINGS:
+        raise InvalidArgumentError(f"pooling must be one of avg, max or none, not {pooling!r}")
+    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+        raise InvalidArgumentError(f"number of classes must be at least 1, got {num_classes}")
+    if features is not None:
+        unknown = [f for f in features if f not in FEATURE_LEVELS]
+        if unknown or not features:
+            raise InvalidArgumentError(
+                f"feature levels must be among {', '.join(FEATURE_LEVELS)}, got {', '.join(unknown) or 'none'}"
+            )
+
+    inputs = keras.Input(shape=shape, name="input")
+    x = InputPreprocessing(preprocessing, name="preprocess")(inputs)
+    x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
+    x = layers.BatchNormalization(axis=3, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    levels = {"c1": x}
+    for stage, (width, blocks) in enumerate(zip(spec.widths, spec.blocks, strict=True)):
+        x = stack(x, width, blocks, stride=1 if stage == 0 else 2, bottleneck=spec.bottleneck,
+                  name=f"conv{stage + 2}")
+        levels[f"c{stage + 2}"] = x
+
+    if features is not None:
+        outputs: Any = [levels[level] for level in features]
+    elif include_top:
+        outputs = _head(x, head, num_classes, classifier_activation)
+    elif pooling == "avg":
+        outputs = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        outputs = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    else:
+        outputs = x
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model, path: str | os.PathLike[str], skip_mismatch: bool = False) -> None:
+    """Load a local weights file by layer name; a file that does not fit the model is a one-line error.
+
+    ``skip_mismatch`` leaves layers whose shapes differ (a new classifier head) at their initial values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: weights file not found")
+    try:
+        if path.name.endswith(".weights.h5") or path.suffix == ".keras":
+            model.load_weights(path, skip_mismatch=skip_mismatch)
+        elif path.suffix in (".h5", ".hdf5"):
+            model.load_weights(path, by_name=True, skip_mismatch=skip_mismatch)
+        else:
+            raise ModelFileError(f"{path}: weights must be a .h5 or .weights.h5 file")
+    except (ValueError, KeyError, OSError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: weights do not match {model.name}: {first[:300]}") from exc
+
+
+def model_family(model) -> str:
+    return model.name if model.name in SPECS else "custom"
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass (the paper's "FLOPs")."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            _, height, width, out_channels = layer.output.shape
+            kernel_h, kernel_w, in_channels, _ = layer.kernel.shape
+            total += height * width * out_channels * kernel_h * kernel_w * in_channels
+        elif isinstance(layer, layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)
+
+
+def preprocessing_of(model) -> str:
+    for layer in model.layers:
+        if isinstance(layer, InputPreprocessing):
+            return layer.mode
+    return "none"

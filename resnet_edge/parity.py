@@ -1,0 +1,234 @@
+"""Accuracy parity of an artifact against the float model: metrics, per-precision tolerances, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import Dataset
+from .errors import DataError, ParityError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass bounds for one precision: ``max_abs <= atol + rtol * max|reference|`` and agreement floors."""
+
+    atol: float | None
+    rtol: float
+    min_top1: float
+    min_cosine: float
+
+    def describe(self) -> str:
+        parts = [f"top-1 ≥ {self.min_top1:.0%}", f"cos ≥ {self.min_cosine}"]
+        if self.atol is not None:
+            parts.insert(0, f"|err| ≤ {self.atol:g} + {self.rtol:g}·|ref|")
+        return ", ".join(parts)
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1=0.99, min_cosine=0.9999),
+    "fp16": Tolerance(atol=1e-2, rtol=2e-2, min_top1=0.99, min_cosine=0.999),
+    "int8": Tolerance(atol=None, rtol=0.0, min_top1=0.99, min_cosine=0.95),
+}
+
+
+@dataclass
+class ParityReport:
+    """How far a candidate's outputs drift from the reference's on the same images; truthy when it passes."""
+
+    name: str
+    precision: str
+    samples: int
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    cosine: float
+    top1_agreement: float | None
+    top5_agreement: float | None
+    reference_accuracy: float | None
+    candidate_accuracy: float | None
+    tolerance: Tolerance
+    failures: list[str] = field(default_factory=list)
+    worst_layers: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def accuracy_delta(self) -> float | None:
+        if self.reference_accuracy is None or self.candidate_accuracy is None:
+            return None
+        return self.candidate_accuracy - self.reference_accuracy
+
+    def line(self) -> str:
+        """One human-readable line: the figures and the verdict."""
+        parts = [f"{self.name}: {'PASS' if self.passed else 'FAIL'} ({self.precision}, n={self.samples})",
+                 f"max|err| {self.max_abs:.3g}", f"mean|err| {self.mean_abs:.3g}", f"cos {self.cosine:.6f}"]
+        if self.top1_agreement is not None:
+            parts.append(f"top-1 agree {self.top1_agreement:.2%}")
+        if self.candidate_accuracy is not None and self.accuracy_delta is not None:
+            parts.append(f"acc {self.candidate_accuracy:.2%} (Δ {self.accuracy_delta:+.2%})")
+        if self.failures:
+            parts.append("; ".join(self.failures))
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(passed=self.passed, accuracy_delta=self.accuracy_delta, tolerance=asdict(self.tolerance))
+        return data
+
+    def raise_if_failed(self, hint: str = "") -> None:
+        if not self.passed:
+            layers = ""
+            if self.worst_layers:
+                layers = "; layers losing most: " + ", ".join(f"{n} ({e:.3g})" for n, e in self.worst_layers[:3])
+            raise ParityError(f"{self.line()}{layers}{'; ' + hint if hint else ''}")
+
+
+def _flat(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(o, dtype=np.float64).reshape(len(o), -1) for o in outputs], axis=1)
+
+
+def compare_outputs(
+    reference: Sequence[np.ndarray],
+    candidate: Sequence[np.ndarray],
+    precision: str,
+    labels: np.ndarray | None = None,
+    name: str = "candidate",
+) -> ParityReport:
+    """Metrics and verdict from two runs' outputs (lists of arrays, one per model output)."""
+    if len(reference) != len(candidate) or any(r.shape != c.shape for r, c in zip(reference, candidate, strict=True)):
+        raise DataError(
+            f"{name}: outputs do not match the reference's shapes "
+            f"({[r.shape for r in reference]} vs {[c.shape for c in candidate]})"
+        )
+    tolerance = TOLERANCES[precision]
+    ref, cand = _flat(reference), _flat(candidate)
+    error = np.abs(ref - cand)
+    scale = np.maximum(np.abs(ref).max(), 1e-12)
+    dots = (ref * cand).sum(axis=1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = float(np.mean(np.where(norms > 0, dots / np.maximum(norms, 1e-30), 1.0)))
+    top1 = top5 = ref_acc = cand_acc = None
+    classifier = len(reference) == 1 and reference[0].ndim == 2
+    if classifier:
+        ref_best, cand_best = np.argmax(reference[0], axis=1), np.argmax(candidate[0], axis=1)
+        top1 = float(np.mean(ref_best == cand_best))
+        k = min(5, reference[0].shape[1])
+        cand_top = np.argsort(-candidate[0], axis=1)[:, :k]
+        top5 = float(np.mean((cand_top == ref_best[:, None]).any(axis=1)))
+        if labels is not None:
+            ref_acc, cand_acc = float(np.mean(ref_best == labels)), float(np.mean(cand_best == labels))
+    report = ParityReport(
+        name=name, precision=precision, samples=len(ref),
+        max_abs=float(error.max()), mean_abs=float(error.mean()), max_rel=float(error.max() / scale),
+        cosine=cosine, top1_agreement=top1, top5_agreement=top5,
+        reference_accuracy=ref_acc, candidate_accuracy=cand_acc, tolerance=tolerance,
+    )
+    if not np.isfinite(cand).all():
+        report.failures.append("non-finite outputs")
+    if tolerance.atol is not None and report.max_abs > tolerance.atol + tolerance.rtol * scale:
+        report.failures.append(f"max|err| {report.max_abs:.3g} > {tolerance.atol + tolerance.rtol * scale:.3g}")
+    if top1 is not None and top1 < tolerance.min_top1:
+        report.failures.append(f"top-1 agreement {top1:.2%} < {tolerance.min_top1:.0%}")
+    if cosine < tolerance.min_cosine:
+        report.failures.append(f"cosine {cosine:.4f} < {tolerance.min_cosine}")
+    return report
+
+
+def run_outputs(predictor, images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
+    """All outputs of a predictor over RGB ``uint8`` images, concatenated per output."""
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, len(images), batch_size):
+        chunks.append(predictor.run(images[start : start + batch_size]))
+    return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+
+
+def compare(
+    reference, candidate, data: Dataset, precision: str | None = None, batch_size: int = 32,
+    name: str | None = None, reference_outputs: list[np.ndarray] | None = None,
+) -> ParityReport:
+    """Run ``reference`` and ``candidate`` Predictors on the same images and compare their outputs.
+
+    ``precision`` defaults to the candidate's metadata; ``reference_outputs`` replaces the reference run
+    (outputs saved on another machine with ``save_reference``; ``reference`` may then be None).
+    """
+    spec = candidate.input_spec
+    data = data.resized((spec.height, spec.width))
+    if precision is None:
+        precision = candidate.metadata.precision if candidate.metadata else "fp32"
+    if reference_outputs is None:
+        reference_outputs = run_outputs(reference, data.images, batch_size)
+    elif len(reference_outputs[0]) != len(data):
+        raise DataError(f"saved reference outputs cover {len(reference_outputs[0])} images, the data has {len(data)}")
+    candidate_outputs = run_outputs(candidate, data.images, batch_size)
+    model_labels = candidate.metadata.labels if candidate.metadata else ()
+    labels = data.labels if _labels_match(data, reference_outputs, model_labels) else None
+    return compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name)
+
+
+def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | None, count: int = 500,
+                    label: str = "artifact") -> ParityReport:
+    """The export-time check: the fresh artifact against the in-memory Keras model on real images."""
+    from .data import load_digits
+    from .runtime import load
+
+    height, width = (int(v) for v in model.input_shape[1:3])
+    if data is None:
+        data = load_digits((height, width))
+    data = data.sample(count).resized((height, width))
+    keras_outputs = model.predict(data.images.astype(np.float32), batch_size=32, verbose=0)
+    keras_outputs = keras_outputs if isinstance(keras_outputs, list) else [keras_outputs]
+    with load(artifact_path, device="auto") as candidate:
+        candidate_outputs = run_outputs(candidate, data.images)
+    labels = data.labels if _labels_match(data, keras_outputs) else None
+    return compare_outputs(keras_outputs, candidate_outputs, precision, labels, label)
+
+
+def _labels_match(data: Dataset, outputs: list[np.ndarray], model_labels: Sequence[str] = ()) -> bool:
+    """Accuracy only means something when the data's classes are the model's classes."""
+    if data.labels is None or len(outputs) != 1 or outputs[0].ndim != 2:
+        return False
+    if model_labels:
+        return tuple(model_labels) == tuple(data.class_names)
+    return len(data.class_names) == outputs[0].shape[1]
+
+
+def save_reference(path: str | os.PathLike[str], outputs: list[np.ndarray], data: Dataset) -> Path:
+    """Reference outputs with the images (and labels) they came from, to check an artifact on another machine."""
+    from .atomic import atomic_path
+
+    path = Path(path)
+    arrays = {f"output_{i}": o for i, o in enumerate(outputs)}
+    arrays["images"] = data.images
+    if data.labels is not None:
+        arrays["labels"] = data.labels
+    info = json.dumps({"source": data.source, "class_names": list(data.class_names)})
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, info=np.array(info), **arrays)
+    return path
+
+
+def load_reference(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], Dataset]:
+    """The outputs and images written by ``save_reference``."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = sorted((k for k in archive.files if k.startswith("output_")), key=lambda k: int(k.split("_")[1]))
+            if not keys or "images" not in archive.files:
+                raise DataError(f"{path}: not a saved reference (no outputs or images in it)")
+            info = json.loads(str(archive["info"])) if "info" in archive.files else {}
+            labels = archive["labels"] if "labels" in archive.files else None
+            data = Dataset(archive["images"], labels, tuple(info.get("class_names", ())), info.get("source", str(path)))
+            return [archive[k] for k in keys], data
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read saved reference outputs ({exc})") from exc

@@ -1,0 +1,225 @@
+"""Backend (one runtime, raw tensors) and Predictor (any backend, images in, labels out)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError, InvalidArgumentError
+from ..metadata import ModelMetadata
+from ..preprocess import InputSpec, cast_batch, is_image_file, load_image, prepare_images, to_rgb_uint8
+
+DEVICES = ("auto", "cpu", "cuda", "trt", "jetson")
+
+
+class Backend(ABC):
+    """A model loaded in one runtime on one device: NHWC batch of the input dtype in, float outputs out.
+
+    Subclasses set ``name`` and ``devices`` (in order of preference for ``device="auto"``) and
+    implement ``_open``/``run``; ``thread_safe=False`` makes the Predictor serialise calls.
+    """
+
+    name: ClassVar[str]
+    devices: ClassVar[tuple[str, ...]]
+    thread_safe: ClassVar[bool] = True
+
+    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
+        self.path, self.device, self.threads = path, device, threads
+        self.metadata: ModelMetadata | None = None
+        self.input_spec: InputSpec = InputSpec(0, 0)
+        self.output_names: list[str] = []
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        """Devices this backend can use on this machine, cheapest check first."""
+        return ("cpu",) if "cpu" in cls.devices else ()
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run one batch already in the input tensor's dtype; outputs dequantized to float32."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release runtime resources."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k labels of one input, best first."""
+
+    source: str
+    labels: list[str]
+    indices: list[int]
+    scores: list[float]
+
+
+@dataclass
+class PredictionRun:
+    predictions: list[Prediction] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def expand_input(item: Any) -> Iterator[tuple[str, Any]]:
+    """Flatten one user input into (name, source) pairs: paths, folders, globs, PIL images, arrays."""
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            yield from ((str(p), p) for p in files)
+        elif path.exists():
+            yield str(path), path
+        elif any(ch in str(item) for ch in "*?["):
+            for match in sorted(glob.glob(str(item), recursive=True)):
+                if is_image_file(Path(match)):
+                    yield match, Path(match)
+        else:
+            yield str(path), path
+    elif isinstance(item, Image.Image):
+        yield "<image>", item
+    elif isinstance(item, np.ndarray):
+        if item.ndim == 4:
+            yield from ((f"<batch[{i}]>", frame) for i, frame in enumerate(item))
+        else:
+            yield "<frame>", item
+    else:
+        raise InvalidArgumentError(f"cannot use {type(item).__name__} as an image input")
+
+
+def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
+    """Probabilities as they are; logits (any row outside [0,1] or not summing to 1) through softmax."""
+    rows = scores.astype(np.float64)
+    sums = rows.sum(axis=-1)
+    if rows.min(initial=0.0) >= -1e-3 and rows.max(initial=0.0) <= 1.0 + 1e-3 and np.allclose(sums, 1.0, atol=0.05):
+        return scores
+    shifted = np.exp(rows - rows.max(axis=-1, keepdims=True))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Predictor:
+    """Runs any artifact: ``p(batch)`` for raw outputs, ``p.predict(images)`` for labelled top-k."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._lock = None if backend.thread_safe else threading.Lock()
+
+    @property
+    def metadata(self) -> ModelMetadata | None:
+        return self.backend.metadata
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.backend.input_spec
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def path(self) -> Path:
+        return self.backend.path
+
+    @property
+    def labels(self) -> list[str]:
+        if self.metadata and self.metadata.labels:
+            return list(self.metadata.labels)
+        return []
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.backend.path.name}, backend={self.backend.name}, device={self.device})"
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """All outputs for an NHWC batch (pixels 0-255 as uint8/float, or already the input dtype)."""
+        batch = np.asarray(batch)
+        spec = self.input_spec
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[1:] != (spec.height, spec.width, spec.channels):
+            raise DataError(
+                f"expected an NHWC batch of shape (N, {spec.height}, {spec.width}, {spec.channels}), "
+                f"got {batch.shape}"
+            )
+        if batch.dtype != np.dtype(spec.dtype):
+            batch = cast_batch(batch, spec)
+        if self._lock is None:
+            return self.backend.run(batch)
+        with self._lock:
+            return self.backend.run(batch)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        outputs = self.run(batch)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def iter_batches(
+        self, inputs: Iterable[Any] | Any, batch_size: int = 32, color: str = "rgb", strict: bool = False,
+        skipped: list[str] | None = None,
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Decode, convert and batch any mix of inputs; unreadable ones are skipped (or raise if strict)."""
+        if batch_size < 1:
+            raise InvalidArgumentError("batch size must be at least 1")
+        if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray)):
+            inputs = [inputs]
+        names: list[str] = []
+        images: list[np.ndarray] = []
+        for item in inputs:
+            for name, source in expand_input(item):
+                try:
+                    image = load_image(source) if isinstance(source, Path) else to_rgb_uint8(source, color)
+                except DataError:
+                    if strict:
+                        raise
+                    if skipped is not None:
+                        skipped.append(name)
+                    continue
+                names.append(name)
+                images.append(image)
+                if len(images) == batch_size:
+                    yield names, prepare_images(images, self.input_spec)
+                    names, images = [], []
+        if images:
+            yield names, prepare_images(images, self.input_spec)
+
+    def predict(
+        self, inputs: Iterable[Any] | Any, top_k: int = 5, batch_size: int = 32, color: str = "rgb",
+        strict: bool = False,
+    ) -> PredictionRun:
+        """Top-k labelled predictions for paths, folders, globs, PIL images, HWC frames or NHWC batches."""
+        if top_k < 1:
+            raise InvalidArgumentError("top-k must be at least 1")
+        result = PredictionRun()
+        for names, batch in self.iter_batches(inputs, batch_size, color, strict, result.skipped):
+            outputs = self.run(batch)
+            if len(outputs) != 1 or outputs[0].ndim != 2:
+                raise InvalidArgumentError(
+                    f"{self.backend.path.name} is not a classifier (outputs {[o.shape for o in outputs]}); "
+                    "call the predictor on a batch for raw outputs"
+                )
+            result.predictions.extend(self._top_k(names, outputs[0], top_k))
+        return result
+
+    def _top_k(self, names: Sequence[str], scores: np.ndarray, top_k: int) -> list[Prediction]:
+        probabilities = softmax_if_needed(scores)
+        k = min(top_k, probabilities.shape[1])
+        best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        labels = self.labels or [str(i) for i in range(probabilities.shape[1])]
+        return [
+            Prediction(name, [labels[i] for i in row], [int(i) for i in row],
+                       [float(probabilities[n, i]) for i in row])
+            for n, (name, row) in enumerate(zip(names, best, strict=True))
+        ]
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,76 @@
+"""TensorRT on an NVIDIA Jetson: DLA engines on their DLA core, zero-copy buffers on the integrated GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import DeviceError
+from .tensorrt import HostDeviceBuffer, TensorRTBackend, check_cuda, engine_info
+
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+JETSON_MODEL_MARK = "NVIDIA Jetson"
+
+
+def is_jetson(
+    release: str | os.PathLike[str] = TEGRA_RELEASE, model: str | os.PathLike[str] = DEVICE_TREE_MODEL
+) -> bool:
+    """True on L4T (``/etc/nv_tegra_release`` exists) or when the device-tree model names a Jetson."""
+    if Path(release).is_file():
+        return True
+    try:
+        text = Path(model).read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return JETSON_MODEL_MARK in text
+
+
+class JetsonBackend(TensorRTBackend):
+    """TensorRTBackend that honours an engine's DLA core and skips host/device copies on integrated GPUs."""
+
+    name = "jetson"
+    devices = ("jetson",)
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        return super().available_devices() if is_jetson() else ()
+
+    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
+        if not is_jetson():
+            raise DeviceError(
+                f"{Path(path).name}: this machine is not a Jetson (no {TEGRA_RELEASE}, and {DEVICE_TREE_MODEL} "
+                f"does not name an {JETSON_MODEL_MARK}); load it with device='cuda'"
+            )
+        super().__init__(path, device, threads)
+
+    def _configure_runtime(self, runtime: Any) -> None:
+        """Select the DLA core the engine was built for before it is deserialized."""
+        dla_core = engine_info(self.metadata).get("dla_core")
+        if dla_core is None:
+            return
+        available = int(runtime.num_DLA_cores)
+        if not 0 <= int(dla_core) < available:
+            raise DeviceError(
+                f"{self.path.name} was built for DLA core {dla_core}, this Jetson has "
+                f"{available} DLA core(s)"
+            )
+        runtime.DLA_core = int(dla_core)
+
+    def _allocate(self, nbytes: int) -> HostDeviceBuffer:
+        """Pinned host memory mapped into the GPU's address space, so no memcpy is needed.
+
+        Only an integrated GPU (sharing DRAM with the CPU) gains from it; elsewhere the copying
+        allocation of TensorRTBackend is used.
+        """
+        if not self.gpu.integrated:
+            return super()._allocate(nbytes)
+        runtime = self._rt
+        host = check_cuda(runtime.cudaHostAlloc(nbytes, runtime.cudaHostAllocMapped), "cudaHostAlloc", runtime)
+        try:
+            device = check_cuda(runtime.cudaHostGetDevicePointer(host, 0), "cudaHostGetDevicePointer", runtime)
+        except DeviceError:
+            check_cuda(runtime.cudaFreeHost(host), "cudaFreeHost", runtime)
+            raise
+        return HostDeviceBuffer(int(host), int(device), nbytes, mapped=True)

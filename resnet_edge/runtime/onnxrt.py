@@ -1,0 +1,73 @@
+"""ONNX Runtime on CPU, CUDA or its TensorRT provider; refuses to fall back to the CPU silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import artifact
+from .._lazy import lazy_import
+from ..errors import DeviceError, ModelFileError
+from ..preprocess import InputSpec
+from .base import Backend
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
+
+def _ort():
+    return lazy_import("onnxruntime", extra="onnxruntime")
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    devices = ("trt", "cuda", "cpu")
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        listed = set(_ort().get_available_providers())
+        return tuple(d for d, providers in PROVIDERS.items() if providers[0] in listed)
+
+    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
+        super().__init__(path, device, threads)
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        wanted = PROVIDERS[device]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=wanted)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if device == "cpu" or "provider" not in message.lower():
+                raise ModelFileError(f"{path}: onnxruntime cannot load it ({message[:200]})") from exc
+            raise DeviceError(f"onnxruntime cannot use {device}: {message[:200]}") from exc
+        active = self.session.get_providers()
+        if active[0] != wanted[0]:
+            raise DeviceError(
+                f"asked for {device} but onnxruntime runs {path.name} on {active[0]} "
+                f"({wanted[0]} could not be loaded: check the CUDA/cuDNN/TensorRT libraries)"
+            )
+        self.metadata = artifact.read_onnx_props(self.session.get_modelmeta().custom_metadata_map, str(path))
+        (model_input,) = self.session.get_inputs()
+        self.input_name = model_input.name
+        _, height, width, channels = model_input.shape
+        if not all(isinstance(v, int) for v in (height, width, channels)):
+            raise ModelFileError(f"{path}: input {model_input.name} needs a fixed NHWC size, got {model_input.shape}")
+        dtype = ONNX_TYPES.get(model_input.type)
+        if dtype is None:
+            raise ModelFileError(f"{path}: unsupported input type {model_input.type}")
+        quantization = self.metadata.input_quantization if self.metadata else None
+        self.input_spec = InputSpec(height, width, channels, dtype, quantization)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        return [np.asarray(o, dtype=np.float32) for o in outputs]

@@ -1,0 +1,86 @@
+"""Shared fixtures: one small trained model and its artifacts, built once per test session."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CPU_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "tflite", "tflite-fp16", "tflite-int8")
+SIZE = (32, 32)
+
+
+def _has_nvidia_gpu() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu = _has_nvidia_gpu()
+    trt = gpu and importlib.util.find_spec("tensorrt") is not None
+    jetson = Path("/etc/nv_tegra_release").exists()
+    reasons = {"gpu": (gpu, "needs an NVIDIA GPU"), "trt": (trt, "needs TensorRT and an NVIDIA GPU"),
+               "jetson": (jetson, "needs an NVIDIA Jetson")}
+    for item in items:
+        for marker, (available, reason) in reasons.items():
+            if marker in item.keywords and not available:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from resnet_edge.data import load_digits
+
+    return load_digits(SIZE)
+
+
+@pytest.fixture(scope="session")
+def trained_model_path(tmp_path_factory, digits) -> Path:
+    """resnet18 at 32x32 trained briefly on digits: confident enough for meaningful parity checks."""
+    from resnet_edge.models import build_resnet
+    from resnet_edge.models.io import describe, save_model
+    from resnet_edge.train import train
+
+    model = build_resnet("resnet18", (*SIZE, 3), num_classes=10)
+    train(model, digits, epochs=2, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "digits.keras"
+    save_model(model, path, describe(model, digits.class_names))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_model_path):
+    from resnet_edge.models.io import load_model
+
+    return load_model(trained_model_path)[0]
+
+
+@pytest.fixture(scope="session")
+def calibration_set(digits):
+    from calibration import CalibrationSet
+
+    return CalibrationSet.from_dataset(digits, 200)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory, trained_model_path, calibration_set) -> dict[str, Path]:
+    """Every CPU format exported once (verified on export) from the trained model."""
+    from resnet_edge.export import FORMATS, export
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    paths = {}
+    for name in CPU_FORMATS:
+        path = folder / f"model_{name.replace('-', '_')}{FORMATS[name].suffix}"
+        export(trained_model_path, name, path, calibration=calibration_set, verify=False)
+        paths[name] = path
+    path = folder / "model_onnx_int8_trt.onnx"
+    export(trained_model_path, "onnx-int8", path, calibration=calibration_set, verify=False, scheme="trt")
+    paths["onnx-int8-trt"] = path
+    return paths

@@ -1,0 +1,132 @@
+"""The ResNet family: structure, parameter counts, FLOPs, keras.applications compatibility, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resnet_edge.errors import InvalidArgumentError, ModelFileError
+from resnet_edge.models import SPECS, build_resnet, count_macs
+from resnet_edge.models.resnet import FEATURE_STRIDES, load_weights
+
+keras = pytest.importorskip("keras")
+
+# Parameters at 224x224 with 1000 classes (keras.applications counts for 50/101/152), and the
+# paper's multiply-adds (3.6 G for resnet34, 3.8 G for resnet50, 7.6 G and 11.3 G for 101/152).
+EXPECTED = {
+    "resnet18": (11_703_912, 1.81e9),
+    "resnet34": (21_823_208, 3.66e9),
+    "resnet50": (25_636_712, 3.86e9),
+    "resnet101": (44_707_176, 7.58e9),
+    "resnet152": (60_419_944, 11.30e9),
+}
+APPLICATIONS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_parameters_and_flops_match_the_paper(name: str) -> None:
+    model = build_resnet(name)
+    params, macs = EXPECTED[name]
+    assert model.count_params() == params
+    assert count_macs(model) == pytest.approx(macs, rel=0.01)
+    assert model.output_shape == (None, 1000)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_layer_names_are_hierarchical(name: str) -> None:
+    names = {layer.name for layer in build_resnet(name, (64, 64, 3), num_classes=4).layers}
+    assert {"conv1_conv", "conv1_bn", "pool1_pool", "conv2_block1_1_conv", "conv5_block1_0_conv", "predictions"} <= names
+    blocks = SPECS[name].blocks
+    assert f"conv4_block{blocks[2]}_out" in names and f"conv4_block{blocks[2] + 1}_out" not in names
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow if n != "resnet50" else ()) for n in APPLICATIONS])
+def test_keras_applications_weights_give_identical_outputs(name: str) -> None:
+    reference = getattr(keras.applications, APPLICATIONS[name])(weights=None, input_shape=(64, 64, 3))
+    model = build_resnet(name, (64, 64, 3), preprocessing="none")
+    model.set_weights(reference.get_weights())
+    batch = np.random.default_rng(0).uniform(-2, 2, (2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model(batch).numpy(), reference(batch).numpy())
+
+
+def test_caffe_preprocessing_matches_keras_applications() -> None:
+    reference = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    model = build_resnet("resnet50", (64, 64, 3), preprocessing="caffe")
+    model.set_weights(reference.get_weights())
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    expected = reference(keras.applications.resnet.preprocess_input(pixels.copy())).numpy()
+    np.testing.assert_allclose(model(pixels).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_preprocessing_divides_by_255() -> None:
+    scaled = build_resnet("resnet18", (32, 32, 3), num_classes=3, preprocessing="scale")
+    raw = build_resnet("resnet18", (32, 32, 3), num_classes=3, preprocessing="none")
+    raw.set_weights(scaled.get_weights())
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(scaled(pixels).numpy(), raw(pixels / 255.0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_feature_backbone_strides(name: str) -> None:
+    levels = ("c2", "c3", "c4", "c5")
+    model = build_resnet(name, (128, 96, 3), features=levels)
+    width = 4 if SPECS[name].bottleneck else 1
+    channels = {"c2": 64 * width, "c3": 128 * width, "c4": 256 * width, "c5": 512 * width}
+    for level, shape in zip(levels, model.output_shape, strict=True):
+        stride = FEATURE_STRIDES[level]
+        assert shape == (None, 128 // stride, 96 // stride, channels[level])
+
+
+def test_seed_head_and_pooling_options() -> None:
+    seed = build_resnet("resnet18", (32, 32, 3), num_classes=7, head="seed")
+    names = [layer.name for layer in seed.layers]
+    assert names[-5:] == ["avg_pool", "head_dropout1", "head_fc", "head_dropout2", "predictions"]
+    assert seed.get_layer("head_fc").units == 1024 and seed.output_shape == (None, 7)
+    assert build_resnet("resnet18", (64, 64, 3), include_top=False, pooling="avg").output_shape == (None, 512)
+    assert build_resnet("resnet50", (64, 64, 3), include_top=False, pooling="max").output_shape == (None, 2048)
+    assert build_resnet("resnet18", (64, 64, 3), include_top=False).output_shape == (None, 2, 2, 512)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "resnet51"}, "did you mean resnet50"),
+        ({"name": "vgg16"}, "valid: resnet18, resnet34, resnet50, resnet101, resnet152"),
+        ({"input_shape": (31, 64, 3)}, "at least 32"),
+        ({"input_shape": (64, 64, 1)}, "3 channels"),
+        ({"num_classes": 0}, "at least 1"),
+        ({"head": "fancy"}, "head must be one of"),
+        ({"features": ("c6",)}, "feature levels"),
+        ({"preprocessing": "tf"}, "preprocessing must be one of"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(kwargs: dict, message: str) -> None:
+    arguments = {"name": "resnet18", "input_shape": (32, 32, 3), "num_classes": 10, **kwargs}
+    with pytest.raises(InvalidArgumentError, match=message) as info:
+        build_resnet(**arguments)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".h5"])
+def test_local_weights_load_by_name(tmp_path, suffix: str) -> None:
+    source = build_resnet("resnet18", (32, 32, 3), num_classes=5)
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".h5":
+        from keras.src.legacy.saving import legacy_h5_format
+
+        legacy_h5_format.save_weights_to_hdf5_group(__import__("h5py").File(path, "w"), source)
+    else:
+        source.save_weights(path)
+    loaded = build_resnet("resnet18", (32, 32, 3), num_classes=5, weights=path)
+    batch = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(batch).numpy(), source(batch).numpy())
+
+
+def test_weights_that_do_not_fit_are_a_one_line_error(tmp_path) -> None:
+    path = tmp_path / "r34.weights.h5"
+    build_resnet("resnet34", (32, 32, 3), num_classes=5).save_weights(path)
+    with pytest.raises(ModelFileError, match="weights do not match resnet18") as info:
+        load_weights(build_resnet("resnet18", (32, 32, 3), num_classes=5), path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ModelFileError, match="not found"):
+        build_resnet("resnet18", (32, 32, 3), weights=tmp_path / "missing.h5")
