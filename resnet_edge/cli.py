@@ -6,6 +6,7 @@ commands so ``resnet-edge --help`` starts without TensorFlow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -363,11 +364,12 @@ def _predict_video(predictor, source: str, top_k: int, max_frames: int | None, a
     def show(frame) -> None:
         if not as_json:
             best = frame.prediction
-            out.print(f"frame {frame.index}: {best.labels[0]} ({best.scores[0]:.3f})  {frame.fps:.1f} FPS")
+            labels = ", ".join(f"{label} ({score:.3f})" for label, score in zip(best.labels, best.scores, strict=True))
+            out.print(f"frame {frame.index}: {labels}  {frame.fps:.1f} FPS")
 
     summary = run_video(predictor, source, top_k=top_k, max_frames=max_frames, on_frame=show)
     if as_json:
-        print_json(summary.__dict__)
+        print_json(dataclasses.asdict(summary))
     else:
         ending = "interrupted" if summary.interrupted else "done"
         out.print(f"{ending}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} FPS)")
@@ -389,6 +391,7 @@ def parity(
     from .parity import compare, load_reference, run_outputs, save_reference
     from .runtime import load
 
+    reference = None
     if load_outputs is not None:
         reference_outputs, dataset = load_reference(load_outputs)
         candidates = paths
@@ -396,10 +399,10 @@ def parity(
         reference_path, candidates = paths[0], paths[1:]
         if reference_path.suffix not in (".keras", ".h5"):
             raise InvalidArgumentError(f"{reference_path}: the reference must be a Keras model (.keras/.h5)")
-        with load(reference_path, device="cpu") as reference:
-            size = (reference.input_spec.height, reference.input_spec.width)
-            dataset = load_dataset(data, size).sample(n)
-            reference_outputs = run_outputs(reference, dataset.images, batch_size)
+        reference = load(reference_path, device="cpu")
+        size = (reference.input_spec.height, reference.input_spec.width)
+        dataset = load_dataset(data, size).sample(n)
+        reference_outputs = run_outputs(reference, dataset.images, batch_size)
         if save_outputs is not None:
             save_reference(save_outputs, reference_outputs, dataset)
             if not as_json:
@@ -407,28 +410,20 @@ def parity(
     if not candidates and save_outputs is None:
         raise InvalidArgumentError("give at least one artifact to compare")
     reports = []
-    for candidate_path in candidates:
-        with load(candidate_path, device=device) as candidate:
-            report = compare(None, candidate, dataset, batch_size=batch_size, reference_outputs=reference_outputs)
-            report.worst_layers = _worst_layers_if_failed(report, paths[0] if load_outputs is None else None,
-                                                          candidate_path, dataset)
-        reports.append(report)
+    try:
+        for candidate_path in candidates:
+            with load(candidate_path, device=device) as candidate:
+                reports.append(compare(reference, candidate, dataset, batch_size=batch_size,
+                                       reference_outputs=reference_outputs))
+    finally:
+        if reference is not None:
+            reference.close()
     if as_json:
         print_json([r.to_dict() for r in reports])
     else:
         _print_parity(reports)
     if not all(reports):
         raise typer.Exit(1)
-
-
-def _worst_layers_if_failed(report, reference_path: Path | None, candidate_path: Path, dataset) -> list:
-    if report.passed or report.precision != "int8" or reference_path is None:
-        return []
-    from .layerwise import worst_layers
-    from .models.io import load_model
-
-    model, _ = load_model(reference_path)
-    return worst_layers(model, candidate_path, dataset.images[:32])
 
 
 def _print_parity(reports) -> None:

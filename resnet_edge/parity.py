@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -12,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from .data import Dataset
-from .errors import DataError, ParityError
+from .errors import DataError, ParityError, ResnetEdgeError
+
+DIAGNOSIS_IMAGES = 32
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,11 @@ def compare(
     candidate_outputs = run_outputs(candidate, data.images, batch_size)
     model_labels = candidate.metadata.labels if candidate.metadata else ()
     labels = data.labels if _labels_match(data, reference_outputs, model_labels) else None
-    return compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name)
+    report = compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name)
+    keras_model = getattr(getattr(reference, "backend", None), "model", None)
+    if keras_model is not None:
+        _diagnose(report, keras_model, Path(candidate.path), data.images)
+    return report
 
 
 def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | None, count: int = 500,
@@ -192,7 +199,19 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
     with load(artifact_path, device="auto") as candidate:
         candidate_outputs = run_outputs(candidate, data.images)
     labels = data.labels if _labels_match(data, keras_outputs) else None
-    return compare_outputs(keras_outputs, candidate_outputs, precision, labels, label)
+    report = compare_outputs(keras_outputs, candidate_outputs, precision, labels, label)
+    _diagnose(report, model, Path(artifact_path), data.images)
+    return report
+
+
+def _diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarray) -> None:
+    """On a failed int8 check, name the layers that lose the most; a diagnosis that fails changes nothing."""
+    if report.passed or report.precision != "int8" or artifact_path.suffix.lower() not in (".onnx", ".tflite"):
+        return
+    from .layerwise import worst_layers
+
+    with contextlib.suppress(ResnetEdgeError):
+        report.worst_layers = worst_layers(model, artifact_path, images[:DIAGNOSIS_IMAGES])
 
 
 def _labels_match(data: Dataset, outputs: list[np.ndarray], model_labels: Sequence[str] = ()) -> bool:

@@ -131,7 +131,9 @@ def run_video(
     """Classify every frame until the stream ends, ``max_frames`` is reached or Ctrl-C is pressed.
 
     ``on_frame`` sees each result as it is made (to print, draw or stop: raising KeyboardInterrupt
-    there ends the run cleanly). The source is always released, including one passed in opened.
+    there ends the run cleanly). The source is released when the run ends, also one passed in opened.
+    ``FrameResult.fps`` is a moving average of frame-to-frame time that drops the first (warm-up)
+    frame once a second arrives, averages the next ten and then weighs recent frames by 0.1.
     """
     if max_frames is not None and max_frames < 0:
         raise InvalidArgumentError("max frames must be zero or more")
@@ -149,8 +151,9 @@ def run_video(
             prediction = predictor.predict(frame, top_k=top_k, batch_size=1, color="bgr", strict=True).predictions[0]
             now = time.perf_counter()
             elapsed, last = now - last, now
-            frame_time = elapsed if frame_time is None else (1 - FPS_SMOOTHING) * frame_time + FPS_SMOOTHING * elapsed
             summary.frames += 1
+            weight = 1.0 if summary.frames <= 2 else max(FPS_SMOOTHING, 1.0 / (summary.frames - 1))
+            frame_time = elapsed if frame_time is None else (1 - weight) * frame_time + weight * elapsed
             counts[prediction.labels[0]] += 1
             if on_frame is not None:
                 on_frame(FrameResult(summary.frames - 1, prediction, 1.0 / max(frame_time, 1e-9),

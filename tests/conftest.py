@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-CPU_FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "tflite", "tflite-fp16", "tflite-int8")
+
 SIZE = (32, 32)
 
 
@@ -76,7 +76,7 @@ def artifacts(tmp_path_factory, trained_model_path, calibration_set) -> dict[str
 
     folder = tmp_path_factory.mktemp("artifacts")
     paths = {}
-    for name in CPU_FORMATS:
+    for name in (n for n, f in FORMATS.items() if not f.needs_gpu):
         path = folder / f"model_{name.replace('-', '_')}{FORMATS[name].suffix}"
         export(trained_model_path, name, path, calibration=calibration_set, verify=False)
         paths[name] = path

@@ -97,7 +97,7 @@ def test_frames_are_treated_as_bgr(predictor, clip: Path) -> None:
     right, wrong = (predictor.predict(frame, top_k=10, color=c).predictions[0] for c in ("bgr", "rgb"))
     by_class = [dict(zip(p.indices, p.scores, strict=True)) for p in (right, wrong)]
     difference = max(abs(by_class[0][i] - by_class[1][i]) for i in range(10))
-    assert difference > 1e-6, "channel order made no difference; the test proves nothing"
+    assert difference > 1e-5, "channel order made no difference; the test proves nothing"
 
 
 def test_keyboard_interrupt_from_callback_ends_cleanly(predictor, clip: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .. import artifact
@@ -22,8 +23,6 @@ def to_onnx_proto(model, opset: int):
         raise InvalidArgumentError(f"opset must be between {OPSETS.start} and {OPSETS.stop - 1}, got {opset}")
     tf = import_tensorflow()
     tf2onnx = lazy_import("tf2onnx", extra="export")
-    # tf2onnx numbers inserted nodes from a process-wide counter; reset it so files are reproducible.
-    tf2onnx.utils.INTERNAL_NAME = 1
     height, width, channels = (int(v) for v in model.input_shape[1:])
     signature = [tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME)]
     try:
@@ -31,7 +30,80 @@ def to_onnx_proto(model, opset: int):
             proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     except Exception as exc:
         raise ExportError(f"tf2onnx could not convert {model.name}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    canonicalize_names(proto)
     return proto
+
+
+_GENERATED = re.compile(r"__\d+")
+
+
+def canonicalize_names(proto) -> None:
+    """Give tf2onnx's output a canonical node order and names, so one model always gives the same bytes.
+
+    tf2onnx names the nodes and constants its optimizers insert (``name__N``) from a process-wide
+    counter, in an order that varies between runs. Nodes are re-ordered topologically with ties broken
+    by content, and generated names are renumbered in that order; names from the Keras graph are kept.
+    """
+    graph = proto.graph
+    initializers = {t.name: t for t in graph.initializer}
+    producers = {name: node for node in graph.node for name in node.output}
+    consumers: dict[str, list] = {}
+    waiting = {}
+    for node in graph.node:
+        produced = [name for name in node.input if name in producers]
+        waiting[id(node)] = len(produced)
+        for name in produced:
+            consumers.setdefault(name, []).append(node)
+    renamed: dict[str, str] = {}
+
+    def content_key(name: str) -> str:
+        if name in renamed or not _GENERATED.search(name):
+            return renamed.get(name, name)
+        tensor = initializers.get(name)
+        return tensor.raw_data.hex()[:64] + str(list(tensor.dims)) if tensor is not None else "?"
+
+    def node_key(node) -> tuple:
+        attributes = b"".join(a.SerializeToString() for a in node.attribute)
+        own = "" if _GENERATED.search(node.name) else node.name
+        return node.op_type, own, tuple(content_key(n) for n in node.input), attributes
+
+    ready = [node for node in graph.node if waiting[id(node)] == 0]
+    ordered = []
+    while ready:
+        ready.sort(key=node_key)
+        node = ready.pop(0)
+        ordered.append(node)
+        for name in node.input:
+            if name in initializers and _GENERATED.search(name) and name not in renamed:
+                renamed[name] = f"const__{sum(1 for v in renamed.values() if v.startswith('const__')) + 1}"
+        if _GENERATED.search(node.name):
+            node.name = f"{node.op_type}__{len(ordered)}"
+        for index, name in enumerate(node.output):
+            if _GENERATED.search(name):
+                renamed[name] = f"{node.name}:{index}"
+            for consumer in consumers.get(name, []):
+                waiting[id(consumer)] -= 1
+                if waiting[id(consumer)] == 0:
+                    ready.append(consumer)
+    if len(ordered) != len(graph.node):
+        raise ExportError("the converted ONNX graph has a cycle")
+    for node in ordered:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    for tensor in graph.initializer:
+        tensor.name = renamed.get(tensor.name, tensor.name)
+    for info in (*graph.input, *graph.output, *graph.value_info):
+        info.name = renamed.get(info.name, info.name)
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = "batch"
+    copies = [type(node).FromString(node.SerializeToString()) for node in ordered]
+    del graph.node[:]
+    graph.node.extend(copies)
+    for field in (graph.initializer, graph.value_info):
+        items = sorted((type(item).FromString(item.SerializeToString()) for item in field), key=lambda item: item.name)
+        del field[:]
+        field.extend(items)
 
 
 def save_onnx(proto, metadata: ModelMetadata, path: Path) -> ModelMetadata:

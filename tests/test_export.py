@@ -1,0 +1,168 @@
+"""Every CPU format end to end: export, plain-runtime load, parity, metadata, atomicity, reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resnet_edge.errors import InvalidArgumentError, ParityError
+from resnet_edge.export import FORMATS, export, resolve_format
+from resnet_edge.metadata import ModelMetadata
+from resnet_edge.parity import TOLERANCES, compare_outputs
+
+CPU_FORMATS = tuple(name for name, fmt in FORMATS.items() if not fmt.needs_gpu)
+ALL_CPU = (*CPU_FORMATS, "onnx-int8-trt")
+
+
+def plain_runtime_outputs(path, images: np.ndarray) -> tuple[np.ndarray, ModelMetadata | None]:
+    """Run an artifact with the runtime's own API only (no resnet_edge runtime code)."""
+    from resnet_edge import artifact
+
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (model_input,) = session.get_inputs()
+        return session.run(None, {model_input.name: images.astype(np.float32)})[0], artifact.read_onnx(path)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], list(images.shape))
+    interpreter.allocate_tensors()
+    scale, zero = detail["quantization"]
+    batch = images.astype(np.float32)
+    if detail["dtype"] != np.float32:
+        batch = np.clip(np.rint(batch / scale + zero), -128, 127).astype(detail["dtype"])
+    interpreter.set_tensor(detail["index"], batch)
+    interpreter.invoke()
+    output = interpreter.get_output_details()[0]
+    result = interpreter.get_tensor(output["index"]).astype(np.float32)
+    if output["dtype"] != np.float32:
+        out_scale, out_zero = output["quantization"]
+        result = (result - out_zero) * out_scale
+    return result, artifact.read_tflite(path)
+
+
+@pytest.mark.parametrize("name", ALL_CPU)
+def test_artifact_matches_keras_with_plain_runtime(name, artifacts, trained_model, calibration_set) -> None:
+    held_out = calibration_set.holdout.sample(400, seed=5)
+    reference = trained_model.predict(held_out.images.astype(np.float32), verbose=0)
+    outputs, metadata = plain_runtime_outputs(artifacts[name], held_out.images)
+    precision = FORMATS[name.removesuffix("-trt")].precision
+    report = compare_outputs([reference], [outputs], precision, held_out.labels, name)
+    assert report, report.line()
+    if precision == "int8":
+        assert report.top1_agreement >= 0.99
+    assert metadata.precision == precision and metadata.labels == tuple(str(i) for i in range(10))
+    assert metadata.input_shape == (32, 32, 3) and metadata.preprocessing == "scale"
+    assert len(metadata.source_sha256) == 64 and "resnet-edge" in metadata.tools
+
+
+def test_tflite_int8_takes_integer_input_and_records_its_quantization(artifacts) -> None:
+    from resnet_edge import artifact
+
+    metadata = artifact.read_tflite(artifacts["tflite-int8"])
+    assert metadata.input_dtype == "int8"
+    assert metadata.input_quantization.scale == pytest.approx(1.0, rel=0.02)
+    assert metadata.output_quantization is not None
+
+
+def test_trt_scheme_is_symmetric_int8(artifacts) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(artifacts["onnx-int8-trt"]))
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in initializers]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    cpu = onnx.load(str(artifacts["onnx-int8"]))
+    cpu_types = {numpy_helper.to_array(i).dtype for i in cpu.graph.initializer if i.name.endswith("zero_point")}
+    assert np.dtype(np.uint8) in cpu_types
+
+
+def test_onnx_passes_the_full_checker_and_has_dynamic_batch(artifacts) -> None:
+    import onnx
+
+    for name in ("onnx", "onnx-fp16", "onnx-int8"):
+        model = onnx.load(str(artifacts[name]))
+        onnx.checker.check_model(model, full_check=True)
+        batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+        assert batch_dim.dim_param and not batch_dim.dim_value
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["onnx", "tflite", "tflite-int8", "onnx-int8"])
+def test_exports_are_reproducible(name, tmp_path, trained_model_path, calibration_set) -> None:
+    suffix = FORMATS[name].suffix
+    first, second = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    export(trained_model_path, name, first, calibration=calibration_set, verify=False)
+    export(trained_model_path, name, second, calibration=calibration_set, verify=False)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_verification_prints_and_returns_a_parity_report(tmp_path, trained_model_path, calibration_set) -> None:
+    lines = []
+    result = export(trained_model_path, "tflite", tmp_path / "m.tflite", calibration=calibration_set,
+                    progress=lines.append)
+    assert result.parity and result.parity.samples == 500
+    assert any(line.startswith("tflite: PASS") for line in lines)
+    assert result.summary()["parity"]["passed"] is True
+
+
+def test_artifact_outside_tolerance_fails_and_leaves_nothing(tmp_path, trained_model_path, monkeypatch) -> None:
+    import resnet_edge.parity as parity
+
+    monkeypatch.setitem(parity.TOLERANCES, "fp16", parity.Tolerance(atol=0.0, rtol=0.0, min_top1=1.0, min_cosine=1.0))
+    target = tmp_path / "m.onnx"
+    with pytest.raises(ParityError, match="onnx-fp16: FAIL"):
+        export(trained_model_path, "onnx-fp16", target)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_export_leaves_no_file(tmp_path, trained_model_path, monkeypatch, interruption) -> None:
+    import resnet_edge.export.onnx as onnx_export
+
+    original = onnx_export.save_onnx
+
+    def save_then_fail(proto, metadata, path):
+        original(proto, metadata, path)
+        raise interruption("stop")
+
+    monkeypatch.setattr(onnx_export, "save_onnx", save_then_fail)
+    with pytest.raises(interruption):
+        export(trained_model_path, "onnx", tmp_path / "m.onnx", verify=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "message"),
+    [
+        ("onx", {}, "did you mean onnx"),
+        ("tflite", {"precision": "fp16"}, "--precision does not apply to tflite"),
+        ("onnx", {"scheme": "trt"}, "options for onnx: --opset"),
+        ("onnx-int8", {}, "needs calibration data"),
+        ("tflite-int8", {}, "--calib-data"),
+        ("onnx", {"opset": 21}, "opset must be between 13 and 18"),
+    ],
+)
+def test_bad_export_requests(fmt, options, message, tmp_path, trained_model_path) -> None:
+    suffix = ".tflite" if fmt.startswith("tflite") else ".onnx"
+    with pytest.raises(InvalidArgumentError, match=message) as info:
+        export(trained_model_path, fmt, tmp_path / f"m{suffix}", verify=False, **options)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_format_aliases_and_suffix_check(tmp_path, trained_model_path) -> None:
+    assert resolve_format("TensorRT").name == resolve_format("engine").name == "trt"
+    with pytest.raises(InvalidArgumentError, match=r"must end in \.onnx"):
+        export(trained_model_path, "onnx", tmp_path / "m.tflite")
+
+
+def test_tolerance_table_orders_precisions() -> None:
+    assert TOLERANCES["fp32"].atol < TOLERANCES["fp16"].atol
+    assert TOLERANCES["int8"].atol is None and TOLERANCES["int8"].min_top1 == 0.99
