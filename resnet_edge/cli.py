@@ -349,7 +349,9 @@ def _print_predictions(predictions, skipped: list[str], as_json: bool, as_csv: b
             for rank, (label, index, score) in enumerate(zip(p.labels, p.indices, p.scores, strict=True), 1):
                 writer.writerow([p.source, rank, label, index, f"{score:.6f}"])
     else:
-        table = Table("input", "top-k (label probability)")
+        table = Table()
+        table.add_column("input", overflow="fold")
+        table.add_column("top-k (label probability)")
         for p in predictions:
             table.add_row(p.source, "  ".join(f"[bold]{label}[/bold] {score:.3f}" if rank == 0 else f"{label} {score:.3f}"
                                              for rank, (label, score) in enumerate(zip(p.labels, p.scores, strict=True))))

@@ -42,6 +42,11 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
         wanted = PROVIDERS[device]
+        if wanted[0] not in ort.get_available_providers():
+            raise DeviceError(
+                f"this onnxruntime has no {wanted[0]} (for {device}, install resnet-edge[gpu] with CUDA/cuDNN"
+                f"{' and TensorRT' if device == 'trt' else ''})"
+            )
         try:
             self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:

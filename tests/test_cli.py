@@ -1,0 +1,98 @@
+"""The CLI: one-line errors with exit code 2, readable output, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "resnet_edge.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "resnet99"], "did you mean resnet50"),
+        (["build", "resnet18", "--input-size", "16"], "at least 32"),
+        (["build", "resnet18", "--input-size", "abc"], "input size must be"),
+        (["build", "resnet18", "--bogus"], "No such option"),
+        (["train", "--data", "/nonexistent/folder"], "no such folder"),
+        (["info", "/nonexistent/model.onnx"], "no such file"),
+        (["predict", "/nonexistent/model.onnx", "x.png"], "no such model file"),
+        (["export", "/nonexistent/model.keras", "--format", "onnx"], "no such model file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message) -> None:
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_export_option_errors(trained_model_path, tmp_path) -> None:
+    target = tmp_path / "m.onnx"
+    for args, message in [
+        (["--format", "onx"], "did you mean onnx"),
+        (["--format", "tflite", "--precision", "fp16"], "--precision does not apply to tflite"),
+        (["--format", "tflite-int8"], "--calib-data"),
+        (["--format", "onnx-int8", "--calib-data", "/nope"], "no such folder"),
+    ]:
+        result = cli("export", str(trained_model_path), "--out", str(target), *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert not target.exists()
+
+
+def test_build_info_json(tmp_path) -> None:
+    path = tmp_path / "r50.keras"
+    built = cli("build", "resnet50", "--input-size", "64", "--classes", "3", "--out", str(path), "--json")
+    assert built.returncode == 0, built.stderr
+    info = json.loads(cli("info", str(path), "--json").stdout)
+    assert info["parameters"] == json.loads(built.stdout)["parameters"] == 23_593_859
+    assert info["depth"] == 50 and info["block"] == "bottleneck"
+    assert info["metadata"]["input_shape"] == [64, 64, 3] and info["metadata"]["labels"] == ["0", "1", "2"]
+
+
+def test_export_predict_parity_round_trip(trained_model_path, artifacts, tmp_path, digits) -> None:
+    exported = cli("export", str(trained_model_path), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                   "--json")
+    assert exported.returncode == 0, exported.stderr
+    summary = json.loads(exported.stdout)
+    assert summary["parity"]["passed"] and summary["size_bytes"] == (tmp_path / "m.onnx").stat().st_size
+
+    from PIL import Image
+
+    for index in range(3):
+        Image.fromarray(digits.images[index]).save(tmp_path / f"{index}.png")
+    table = cli("predict", str(tmp_path / "m.onnx"), str(tmp_path / "0.png"), "--top-k", "2")
+    assert table.returncode == 0 and "0.png" in table.stdout
+    csv_rows = cli("predict", str(tmp_path / "m.onnx"), str(tmp_path), "--csv", "--top-k", "2").stdout.splitlines()
+    assert csv_rows[0] == "source,rank,label,index,score" and len(csv_rows) == 1 + 3 * 2
+
+    reference = tmp_path / "reference.npz"
+    parity = cli("parity", str(trained_model_path), str(artifacts["tflite-int8"]), str(artifacts["onnx-fp16"]),
+                 "--n", "200", "--save-outputs", str(reference), "--json")
+    assert parity.returncode == 0, parity.stderr
+    reports = json.loads(parity.stdout)
+    assert [r["precision"] for r in reports] == ["int8", "fp16"] and all(r["passed"] for r in reports)
+    assert reports[0]["samples"] == 200 and reports[0]["candidate_accuracy"] is not None
+    elsewhere = cli("parity", str(artifacts["tflite-int8"]), "--load-outputs", str(reference), "--json")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert json.loads(elsewhere.stdout)[0]["top1_agreement"] == reports[0]["top1_agreement"]
+
+
+def test_parity_exit_code_when_an_artifact_fails(trained_model_path, tmp_path) -> None:
+    from resnet_edge.export import export
+    from resnet_edge.models import build_resnet
+
+    impostor = build_resnet("resnet18", (32, 32, 3), num_classes=10)
+    wrong = tmp_path / "wrong.onnx"
+    export(impostor, "onnx", wrong, verify=False)
+    result = cli("parity", str(trained_model_path), str(wrong), "--n", "100")
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "top-1 agreement" in result.stdout

@@ -1,0 +1,59 @@
+"""Training learns on real data and writes a model that carries its labels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from resnet_edge import artifact
+from resnet_edge.errors import DataError
+from resnet_edge.models import build_resnet
+from resnet_edge.train import freeze_backbone, train
+
+
+def test_training_learns_digits(trained_model, digits) -> None:
+    _, val = digits.split(0.2, seed=0)
+    predictions = trained_model.predict(val.images.astype(np.float32), verbose=0).argmax(axis=1)
+    assert np.mean(predictions == val.labels) >= 0.85  # two epochs; five reach 98 % (see README)
+
+
+def test_saved_model_carries_labels_and_preprocessing(trained_model_path) -> None:
+    metadata = artifact.read_keras(trained_model_path)
+    assert metadata.labels == tuple(str(i) for i in range(10))
+    assert metadata.preprocessing == "scale" and metadata.input_shape == (32, 32, 3)
+
+
+def test_unlabelled_or_mismatched_data_is_refused(digits) -> None:
+    model = build_resnet("resnet18", (32, 32, 3), num_classes=3)
+    with pytest.raises(DataError, match="10 classes but the model outputs 3"):
+        train(model, digits, epochs=1, verbose=0)
+    unlabelled = digits.subset(np.arange(50))
+    unlabelled = type(unlabelled)(unlabelled.images, None, (), "frames.npy")
+    with pytest.raises(DataError, match="labelled images"):
+        train(model, unlabelled, epochs=1, verbose=0)
+
+
+def test_freeze_backbone_trains_only_the_head() -> None:
+    model = build_resnet("resnet18", (32, 32, 3), num_classes=4, head="seed")
+    freeze_backbone(model)
+    trainable = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    assert trainable == {"head_fc", "predictions"}
+
+
+@pytest.mark.slow
+def test_cli_train_json_summary(tmp_path) -> None:
+    out = tmp_path / "m.keras"
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_edge.cli", "train", "--model", "resnet18", "--data", "digits",
+         "--input-size", "32", "--epochs", "1", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["path"] == str(out) and 0.0 <= summary["val_accuracy"] <= 1.0
+    assert summary["train_images"] + summary["val_images"] == 1797
+    assert out.is_file() and [p.name for p in tmp_path.iterdir()] == ["m.keras"]
