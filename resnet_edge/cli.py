@@ -445,6 +445,70 @@ def _print_parity(reports) -> None:
                 out.print("  layers losing most: " + ", ".join(f"{name} ({error:.3g})" for name, error in r.worst_layers))
 
 
+# benchmark ----------------------------------------------------------------------------------
+
+@app.command()
+def benchmark(
+    path: Annotated[Path, typer.Argument(help="An artifact, or a Keras model with --all.")],
+    all_formats: Annotated[bool, typer.Option("--all", help="Export every format this machine runs; one table.")] = False,
+    formats: Annotated[str | None, typer.Option(help="With --all: comma-separated formats (default: all).")] = None,
+    data: Annotated[str, typer.Option(help="With --all: calibration/parity images (digits, folder, .npy).")] = "digits",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, trt or jetson.")] = "auto",
+    batch_size: Annotated[str, typer.Option(help="Batch sizes, comma-separated (e.g. 1,8).")] = "1",
+    threads: Annotated[int | None, typer.Option(min=1, help="Runtime threads (default: every usable core).")] = None,
+    warmup: Annotated[int, typer.Option(min=0)] = 10,
+    min_time_s: Annotated[float, typer.Option(min=0.0, help="Measure at least this long per batch size.")] = 5.0,
+    end_to_end: Annotated[bool, typer.Option(help="Time predict() from uint8 frames instead of the raw call.")] = False,
+    n: Annotated[int, typer.Option("--n", min=0, help="With --all: parity images (0 skips parity).")] = 500,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="With --all: folder for artifacts and reports.")] = Path("benchmark"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Latency (mean/std/p50/p90/p99), throughput and memory of an artifact, or of every format with --all."""
+    from .benchmark import benchmark_artifact, rows_to_dict, run_all
+    from .report import format_table, machine_description, write_reports
+
+    try:
+        sizes = [int(v) for v in batch_size.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidArgumentError(f"--batch-size must be comma-separated integers, got {batch_size!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise InvalidArgumentError("batch sizes must be at least 1")
+    if not all_formats:
+        if formats is not None:
+            raise InvalidArgumentError("--formats applies only with --all")
+        results = benchmark_artifact(path, device=device, batch_sizes=sizes, threads=threads, warmup=warmup,
+                                     min_time_s=min_time_s, end_to_end=end_to_end)
+        if as_json:
+            print_json([r.to_dict() for r in results])
+            return
+        table = Table("batch", "load s", "first ms", "mean ms", "std ms", "p50 ms", "p90 ms", "p99 ms", "images/s", "RSS MiB")
+        for r in results:
+            table.add_row(str(r.batch_size), f"{r.load_s:.2f}", f"{r.first_inference_ms:.1f}", f"{r.mean_ms:.2f}",
+                          f"{r.std_ms:.2f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}",
+                          f"{r.throughput:.1f}", f"{r.rss_peak_mib:.0f}")
+        out.print(f"{path.name} on {results[0].backend}/{results[0].device}")
+        out.print(table)
+        for r in results:
+            if r.warning:
+                warn(r.warning)
+        return
+    if path.suffix not in (".keras", ".h5"):
+        raise InvalidArgumentError(f"{path}: --all needs the Keras model (.keras/.h5) to export from")
+    if len(sizes) != 1:
+        raise InvalidArgumentError("--all measures one batch size at a time")
+    chosen = None if formats is None else [f.strip() for f in formats.split(",") if f.strip()]
+    rows = run_all(path, out_dir, formats=chosen, data=data, device=device, batch_size=sizes[0],
+                   min_time_s=min_time_s, warmup=warmup, parity_count=n, threads=threads,
+                   progress=None if as_json else say)
+    command = "resnet-edge " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
+    written = write_reports(rows, out_dir, f"{path.name}: formats on this machine", machine_description(), command)
+    if as_json:
+        print_json({"rows": rows_to_dict(rows), "reports": {k: str(v) for k, v in written.items()}})
+        return
+    out.print(format_table(rows))
+    out.print(f"reports: {', '.join(str(p) for p in written.values())}")
+
+
 def fail(message: str, code: int) -> None:
     sys.stderr.write(f"error: {' '.join(message.split())}\n")
     sys.exit(code)

@@ -176,7 +176,7 @@ def compare(
         raise DataError(f"saved reference outputs cover {len(reference_outputs[0])} images, the data has {len(data)}")
     candidate_outputs = run_outputs(candidate, data.images, batch_size)
     model_labels = candidate.metadata.labels if candidate.metadata else ()
-    labels = data.labels if _labels_match(data, reference_outputs, model_labels) else None
+    labels = data.labels if labels_match(data, reference_outputs, model_labels) else None
     report = compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name)
     keras_model = getattr(getattr(reference, "backend", None), "model", None)
     if keras_model is not None:
@@ -198,7 +198,7 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
     keras_outputs = keras_outputs if isinstance(keras_outputs, list) else [keras_outputs]
     with load(artifact_path, device="auto") as candidate:
         candidate_outputs = run_outputs(candidate, data.images)
-    labels = data.labels if _labels_match(data, keras_outputs) else None
+    labels = data.labels if labels_match(data, keras_outputs) else None
     report = compare_outputs(keras_outputs, candidate_outputs, precision, labels, label)
     _diagnose(report, model, Path(artifact_path), data.images)
     return report
@@ -214,7 +214,7 @@ def _diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarr
         report.worst_layers = worst_layers(model, artifact_path, images[:DIAGNOSIS_IMAGES])
 
 
-def _labels_match(data: Dataset, outputs: list[np.ndarray], model_labels: Sequence[str] = ()) -> bool:
+def labels_match(data: Dataset, outputs: list[np.ndarray], model_labels: Sequence[str] = ()) -> bool:
     """Accuracy only means something when the data's classes are the model's classes."""
     if data.labels is None or len(outputs) != 1 or outputs[0].ndim != 2:
         return False

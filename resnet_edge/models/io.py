@@ -39,10 +39,19 @@ def save_model(model, path: str | os.PathLike[str], metadata: ModelMetadata | No
     if path.suffix not in KERAS_SUFFIXES:
         raise InvalidArgumentError(f"{path}: a Keras model file must end in .keras or .h5")
     metadata = metadata or describe(model)
+    if getattr(model, "optimizer", None) is not None:
+        model = _without_training_state(model)
     with atomic_path(path) as tmp:
         model.save(tmp)
         artifact.embed_keras(tmp, metadata)
     return path
+
+
+def _without_training_state(model):
+    """A copy without optimizer state: a deployable model file is about a third of the size."""
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    return clean
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[object, ModelMetadata]:

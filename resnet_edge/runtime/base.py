@@ -21,6 +21,14 @@ from ..preprocess import InputSpec, cast_batch, is_image_file, load_image, prepa
 DEVICES = ("auto", "cpu", "cuda", "trt", "jetson")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 class Backend(ABC):
     """A model loaded in one runtime on one device: NHWC batch of the input dtype in, float outputs out.
 

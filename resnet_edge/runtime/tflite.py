@@ -12,7 +12,7 @@ from .._quiet import quiet
 from ..errors import ModelFileError
 from ..metadata import Quantization
 from ..preprocess import InputSpec, dequantize
-from .base import Backend
+from .base import Backend, usable_cores
 
 
 def tensor_quantization(detail: dict) -> Quantization | None:
@@ -32,7 +32,8 @@ class TFLiteBackend(Backend):
         self.metadata = artifact.read_tflite_bytes(content, str(path))
         try:
             with quiet():
-                self.interpreter = interpreter_module.Interpreter(model_content=content, num_threads=threads)
+                self.interpreter = interpreter_module.Interpreter(model_content=content,
+                                                                   num_threads=threads or usable_cores())
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]})") from exc

@@ -1,0 +1,176 @@
+"""`make bench`: latency of every CPU format of ResNet-50 @224, and the parity + latency table of a digits ResNet-18.
+
+Writes ``<out>/resnet50_224/benchmark.*``, ``<out>/resnet18_digits/benchmark.*`` and ``<out>/summary.json``
+(ratios and the machine). Models and artifacts go to ``<out>/models`` and ``<out>/artifacts``; the trained
+``<out>/resnet18_digits.keras`` is reused when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet_edge.atomic import atomic_path
+from resnet_edge.benchmark import FormatRow, run_all
+from resnet_edge.report import format_table, machine_description, write_reports
+
+RESNET50_FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
+RESNET50_EXPORT_TIMED = ("onnx", "onnx-int8", "tflite-int8")
+RUNTIME_NAMES = {"keras": "Keras (tf.function)", "onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8",
+                 "onnx-fp16": "ONNX Runtime fp16", "tflite": "TFLite fp32", "tflite-fp16": "TFLite fp16",
+                 "tflite-int8": "TFLite int8"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure and how many images to calibrate and check with."""
+
+    min_time_s: float
+    warmup: int
+    calib_count: int
+    parity_count: int
+    epochs: int
+
+
+FULL = Settings(min_time_s=5.0, warmup=10, calib_count=300, parity_count=500, epochs=5)
+QUICK = Settings(min_time_s=0.5, warmup=3, calib_count=30, parity_count=100, epochs=1)
+
+
+def say(message: str) -> None:
+    """Progress on stderr with a timestamp, so stdout stays the tables."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _p50(rows: list[FormatRow], name: str) -> float | None:
+    return next((r.p50_ms for r in rows if r.format == name and r.p50_ms), None)
+
+
+def ratios(rows: list[FormatRow]) -> dict[str, Any]:
+    """Best CPU format vs Keras, and ONNX Runtime int8 vs fp32 (both as p50 speed-ups)."""
+    keras = _p50(rows, "keras")
+    candidates = [r for r in rows if r.format != "keras" and r.status == "ok" and r.p50_ms]
+    best = min(candidates, key=lambda r: r.p50_ms, default=None)
+    onnx, onnx_int8 = _p50(rows, "onnx"), _p50(rows, "onnx-int8")
+    return {
+        "p50_ms": {r.format: r.p50_ms for r in rows if r.p50_ms},
+        "best_format": best.format if best else None,
+        "best_vs_keras": keras / best.p50_ms if best and keras else None,
+        "ort_int8_vs_ort_fp32": onnx / onnx_int8 if onnx and onnx_int8 else None,
+    }
+
+
+def _print_ratios(title: str, summary: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    for name, p50 in summary["p50_ms"].items():
+        print(f"  {RUNTIME_NAMES.get(name, name):<22} p50 {p50:8.2f} ms")
+    if summary["best_vs_keras"]:
+        print(f"  best CPU format ({summary['best_format']}) vs Keras: {summary['best_vs_keras']:.2f}x faster")
+    if summary["ort_int8_vs_ort_fp32"]:
+        print(f"  ONNX Runtime int8 vs fp32: {summary['ort_int8_vs_ort_fp32']:.2f}x faster")
+
+
+def _publish(rows: list[FormatRow], folder: Path, title: str, machine: dict, command: str) -> dict[str, str]:
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(format_table(rows))
+    return {kind: str(path) for kind, path in write_reports(rows, folder, title, machine, command).items()}
+
+
+def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict[str, Any]:
+    """(a) Random-init ResNet-50 @224: export the four CPU formats and time batch 1 in one run."""
+    from resnet_edge.models import build_resnet
+    from resnet_edge.models.io import save_model
+
+    model_path = out / "models" / "resnet50_224_random.keras"
+    if not model_path.exists():
+        say("building ResNet-50 @224 (random weights)")
+        save_model(build_resnet("resnet50", (224, 224, 3), num_classes=1000), model_path)
+    rows = run_all(model_path, out / "artifacts" / "resnet50_224", formats=RESNET50_FORMATS, data="digits",
+                   batch_size=1, min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=300,
+                   parity_count=0, progress=say)
+    summary = ratios(rows)
+    summary["export_s_onnx_onnx_int8_tflite_int8"] = sum(
+        r.export_s or 0.0 for r in rows if r.format in RESNET50_EXPORT_TIMED
+    )
+    summary["statuses"] = {r.format: r.status for r in rows}
+    title = "ResNet-50 @224, random weights, batch 1 (latency only)"
+    summary["reports"] = _publish(rows, out / "resnet50_224", title, machine, command)
+    _print_ratios(title, summary)
+    print(f"  export time onnx + onnx-int8 + tflite-int8: {summary['export_s_onnx_onnx_int8_tflite_int8']:.1f} s")
+    return summary
+
+
+def digits_model(out: Path, settings: Settings, quick: bool) -> Path:
+    """The trained ResNet-18 on digits @32: reused when present, else trained and saved (not committed).
+
+    The saved copy is an uncompiled model with the trained weights, so its size has no optimizer state.
+    """
+    full = out / "resnet18_digits.keras"
+    path = out / "models" / "resnet18_digits_quick.keras" if quick and not full.exists() else full
+    if path.exists():
+        return path
+    from resnet_edge.data import load_digits
+    from resnet_edge.models import build_resnet
+    from resnet_edge.models.io import describe, save_model
+    from resnet_edge.train import train
+
+    data = load_digits((32, 32))
+    model = build_resnet("resnet18", (32, 32, 3), num_classes=len(data.class_names))
+    say(f"training resnet18 on digits @32 for {settings.epochs} epoch(s)")
+    result = train(model, data, epochs=settings.epochs, verbose=0)
+    say(f"validation accuracy {result.val_accuracy:.2%} after {result.seconds:.0f} s")
+    clean = build_resnet("resnet18", (32, 32, 3), num_classes=len(data.class_names))
+    clean.set_weights(model.get_weights())
+    return save_model(clean, path, describe(clean, labels=data.class_names))
+
+
+def resnet18_digits(out: Path, settings: Settings, machine: dict, command: str, quick: bool) -> dict[str, Any]:
+    """(b) Every CPU format of a trained digits ResNet-18 with parity on the hold-out images."""
+    model_path = digits_model(out, settings, quick)
+    rows = run_all(model_path, out / "artifacts" / "resnet18_digits", formats=None, data="digits", batch_size=1,
+                   min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
+                   parity_count=settings.parity_count, progress=say)
+    summary = ratios(rows)
+    summary["model"] = str(model_path)
+    summary["statuses"] = {r.format: r.status for r in rows}
+    title = "ResNet-18 on digits @32, batch 1, parity on images outside the calibration set (seen in training)"
+    summary["reports"] = _publish(rows, out / "resnet18_digits", title, machine, command)
+    _print_ratios(title, summary)
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 0.5 s per format, 30 calibration images, no ResNet-50")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
+    machine = machine_description()
+    summary: dict[str, Any] = {"command": command, "quick": args.quick, "settings": asdict(settings),
+                               "machine": machine, "resnet50_224": None}
+    if not args.quick:
+        summary["resnet50_224"] = resnet50(args.out, settings, machine, command)
+    summary["resnet18_digits"] = resnet18_digits(args.out, settings, machine, command, args.quick)
+    with atomic_path(args.out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    say(f"wrote {args.out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

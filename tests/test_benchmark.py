@@ -1,0 +1,161 @@
+"""measure() statistics and run_all()'s table: statuses, planted failures, speed-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_edge.benchmark import NOISY_CV, TRT_SKIPPED, FormatRow, benchmark_artifact, measure, rows_to_dict, run_all
+from resnet_edge.errors import InvalidArgumentError
+from resnet_edge.preprocess import InputSpec
+from resnet_edge.runtime.base import Backend, Predictor
+
+FAST = {"min_time_s": 0.05, "warmup": 1, "calib_count": 100, "parity_count": 100}
+
+
+class _EchoBackend(Backend):
+    """A backend with no runtime: outputs ten scores from the batch mean, so predict() works."""
+
+    name = "echo"
+    devices = ("cpu",)
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None) -> None:
+        super().__init__(path, device, threads)
+        self.input_spec = InputSpec(8, 8, 3, "float32")
+        self.calls = 0
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.calls += 1
+        assert batch.dtype == np.float32
+        return [np.tile(batch.mean(axis=(1, 2, 3))[:, None], (1, 10)).astype(np.float32)]
+
+
+@pytest.fixture
+def echo() -> Predictor:
+    return Predictor(_EchoBackend(Path("echo.bin")))
+
+
+def test_measure_statistics_are_consistent(echo: Predictor) -> None:
+    result = measure(echo, batch_size=2, warmup=3, min_time_s=0.02, min_runs=25)
+    assert result.runs >= 25 and len(result.times_ms) == result.runs
+    assert echo.backend.calls == 1 + 3 + result.runs
+    assert result.min_ms <= result.p50_ms <= result.p90_ms <= result.p99_ms <= result.max_ms
+    assert result.throughput == pytest.approx(2 * 1000.0 / result.mean_ms)
+    assert result.cv == pytest.approx(result.std_ms / result.mean_ms)
+    assert result.noisy == (result.cv > NOISY_CV)
+    assert (result.warning is not None) == result.noisy
+    assert result.first_inference_ms > 0 and result.rss_peak_mib > 0 and result.max_rss_mib > 0
+    assert result.backend == "echo" and result.batch_size == 2 and not result.end_to_end
+    data = result.to_dict()
+    assert "times_ms" not in data and data["p50_ms"] == result.p50_ms
+    assert len(result.to_dict(include_times=True)["times_ms"]) == result.runs
+
+
+def test_measure_stops_at_max_runs(echo: Predictor) -> None:
+    result = measure(echo, warmup=0, min_time_s=60.0, min_runs=5, max_runs=7)
+    assert result.runs == 7
+
+
+def test_measure_end_to_end_goes_through_predict(echo: Predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = echo.predict
+    monkeypatch.setattr(echo, "predict", lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
+    result = measure(echo, batch_size=3, warmup=0, min_time_s=0.0, min_runs=4, end_to_end=True)
+    assert result.end_to_end and result.runs == 4
+    assert calls == [3] * 5
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"min_runs": 0}, {"min_runs": 5, "max_runs": 2}])
+def test_measure_rejects_bad_settings(echo: Predictor, bad: dict) -> None:
+    with pytest.raises(InvalidArgumentError):
+        measure(echo, **bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random-init resnet18 at 32x32 made confident in one class, so int8 agreement is deterministic."""
+    from resnet_edge._lazy import import_keras
+    from resnet_edge.models import build_resnet
+    from resnet_edge.models.io import describe, save_model
+
+    import_keras().utils.set_random_seed(0)
+    model = build_resnet("resnet18", (32, 32, 3), num_classes=10)
+    kernel, bias = model.layers[-1].get_weights()
+    bias[3] += 8.0
+    model.layers[-1].set_weights([kernel, bias])
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    return save_model(model, path, describe(model, labels=[str(i) for i in range(10)]))
+
+
+@pytest.fixture(scope="module")
+def good_rows(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[FormatRow]:
+    return run_all(tiny_model, tmp_path_factory.mktemp("good"), formats=["onnx", "tflite-int8"], **FAST)
+
+
+@pytest.mark.slow
+def test_run_all_rows(good_rows: list[FormatRow]) -> None:
+    assert [r.format for r in good_rows] == ["keras", "onnx", "tflite-int8"]
+    assert [r.status for r in good_rows] == ["ok", "ok", "ok"]
+    for row in good_rows:
+        assert row.size_mb > 0 and row.p50_ms > 0 and row.fps > 0
+        assert row.top1_agreement is not None and row.accuracy is not None
+        assert row.latency["batch_size"] == 1 and row.parity["samples"] == 100
+        assert Path(row.path).is_file()
+    assert good_rows[0].top1_agreement == 1.0 and good_rows[0].speedup == 1.0
+    assert [r.precision for r in good_rows] == ["fp32", "fp32", "int8"]
+
+
+@pytest.mark.slow
+def test_speedup_is_keras_p50_over_p50(good_rows: list[FormatRow]) -> None:
+    keras_p50 = good_rows[0].p50_ms
+    for row in good_rows:
+        assert row.speedup == pytest.approx(keras_p50 / row.p50_ms)
+    assert rows_to_dict(good_rows)[1]["speedup"] == good_rows[1].speedup
+
+
+@pytest.mark.slow
+def test_benchmark_artifact_per_batch_size(good_rows: list[FormatRow]) -> None:
+    results = benchmark_artifact(good_rows[1].path, device="cpu", batch_sizes=(1, 2), warmup=1, min_time_s=0.05)
+    assert [r.batch_size for r in results] == [1, 2]
+    assert all(r.load_s is not None and r.load_s > 0 and r.backend == "onnxruntime" for r in results)
+
+
+@pytest.mark.slow
+def test_planted_wrong_and_broken_artifacts_are_reported(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resnet_edge.export as export_module
+    from resnet_edge.models import build_resnet
+
+    stranger = build_resnet("resnet18", (32, 32, 3), num_classes=10)
+    real = export_module.converter
+
+    def planted(fmt):
+        convert = real(fmt)
+        if fmt.name == "tflite":
+            def broken(job):
+                raise RuntimeError("converter exploded\nsecond line")
+            return broken
+
+        def wrong_weights(job):
+            job.model = stranger
+            return convert(job)
+        return wrong_weights
+
+    monkeypatch.setattr(export_module, "converter", planted)
+    rows = {r.format: r for r in run_all(tiny_model, tmp_path, formats=["onnx", "tflite", "trt"], **FAST)}
+    assert rows["keras"].status == "ok"
+    assert rows["onnx"].status.startswith("exported but failed parity: ")
+    assert rows["onnx"].p50_ms is not None and rows["onnx"].parity["passed"] is False
+    assert rows["tflite"].status == "failed: RuntimeError: converter exploded"
+    assert rows["tflite"].p50_ms is None and rows["tflite"].speedup is None
+    assert rows["trt"].status in (TRT_SKIPPED, "ok") or rows["trt"].status.startswith("failed")
+
+
+@pytest.mark.slow
+def test_latency_only_run_has_no_parity(tiny_model: Path, tmp_path: Path) -> None:
+    rows = run_all(tiny_model, tmp_path, formats=[], min_time_s=0.02, warmup=1, calib_count=20, parity_count=0)
+    assert [(r.format, r.status) for r in rows] == [("keras", "ok")]
+    assert rows[0].top1_agreement is None and rows[0].parity is None and rows[0].p50_ms > 0
