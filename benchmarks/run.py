@@ -106,7 +106,70 @@ def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict
     summary["reports"] = _publish(rows, out / "resnet50_224", title, machine, command)
     _print_ratios(title, summary)
     print(f"  export time onnx + onnx-int8 + tflite-int8: {summary['export_s_onnx_onnx_int8_tflite_int8']:.1f} s")
+    summary["predictor_overhead"] = predictor_overhead(rows, settings)
     return summary
+
+
+def _median_ms(call, seconds: float) -> float:
+    import statistics
+
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 20:
+        started = time.perf_counter_ns()
+        call()
+        times.append((time.perf_counter_ns() - started) / 1e6)
+    return statistics.median(times)
+
+
+def _raw_call(predictor, frame):
+    """The runtime's own API on an input already in its dtype: what the Predictor wraps."""
+    import numpy as np
+
+    from resnet_edge.preprocess import cast_batch
+
+    batch = cast_batch(frame[None], predictor.input_spec)
+    backend = predictor.backend
+    if backend.name == "onnxruntime":
+        session, feed = backend.session, {backend.input_name: batch}
+        return lambda: session.run(None, feed)
+    interpreter, index = backend.interpreter, backend.input_index
+    outputs = [i for i, _ in backend.outputs]
+
+    def invoke() -> list:
+        interpreter.set_tensor(index, batch)
+        interpreter.invoke()
+        return [np.array(interpreter.get_tensor(i)) for i in outputs]
+
+    return invoke
+
+
+def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, Any]:
+    """Predictor.predict on one uint8 HWC frame vs the raw runtime call it wraps, alternated in one run."""
+    import numpy as np
+
+    from resnet_edge.runtime import load
+
+    frame = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    results = {}
+    for row in rows:
+        if row.format not in ("onnx", "tflite-int8") or row.status != "ok":
+            continue
+        with load(row.path, device="cpu") as predictor:
+            raw = _raw_call(predictor, frame)
+            def end_to_end(p=predictor):
+                return p.predict(frame, top_k=5)
+            for _ in range(settings.warmup):
+                raw(), end_to_end()
+            raw_ms, e2e_ms = [], []
+            for _ in range(4):  # alternate, so drift on a shared machine hits both alike
+                raw_ms.append(_median_ms(raw, settings.min_time_s / 4))
+                e2e_ms.append(_median_ms(end_to_end, settings.min_time_s / 4))
+        raw_p50, e2e_p50 = float(np.median(raw_ms)), float(np.median(e2e_ms))
+        results[row.format] = {"raw_ms": raw_p50, "predict_ms": e2e_p50, "ratio": e2e_p50 / raw_p50}
+        print(f"  Predictor overhead {row.format:<12} raw {raw_p50:7.2f} ms  predict(frame) {e2e_p50:7.2f} ms  "
+              f"ratio {e2e_p50 / raw_p50:.3f}")
+    return results
 
 
 def digits_model(out: Path, settings: Settings, quick: bool) -> Path:

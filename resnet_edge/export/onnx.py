@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -17,10 +19,29 @@ INPUT_NAME = "input"
 ONNX_TOOLS = ("resnet-edge", "tensorflow", "keras", "tf2onnx", "onnx")
 
 
+_converted: dict[tuple[str, int], bytes] = {}  # the last conversion only: models can be large
+
+
+def _model_digest(model) -> str:
+    """Architecture and weights, so a cached conversion is only reused for the very same model."""
+    from . import weights_digest
+
+    config = json.dumps(model.get_config(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(config + weights_digest(model).encode()).hexdigest()
+
+
 def to_onnx_proto(model, opset: int):
-    """The Keras model as an fp32 ``onnx.ModelProto`` with input ``input`` (N, H, W, C) and dynamic N."""
+    """The Keras model as an fp32 ``onnx.ModelProto`` with input ``input`` (N, H, W, C) and dynamic N.
+
+    The last conversion is kept, so exporting onnx, onnx-fp16 and onnx-int8 of one model in one process
+    runs tf2onnx once.
+    """
     if opset not in OPSETS:
         raise InvalidArgumentError(f"opset must be between {OPSETS.start} and {OPSETS.stop - 1}, got {opset}")
+    onnx = lazy_import("onnx", extra="export")
+    key = (_model_digest(model), opset)
+    if key in _converted:
+        return onnx.ModelProto.FromString(_converted[key])
     tf = import_tensorflow()
     tf2onnx = lazy_import("tf2onnx", extra="export")
     height, width, channels = (int(v) for v in model.input_shape[1:])
@@ -31,6 +52,8 @@ def to_onnx_proto(model, opset: int):
     except Exception as exc:
         raise ExportError(f"tf2onnx could not convert {model.name}: {type(exc).__name__}: {str(exc)[:200]}") from exc
     canonicalize_names(proto)
+    _converted.clear()
+    _converted[key] = proto.SerializeToString()
     return proto
 
 
