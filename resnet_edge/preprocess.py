@@ -122,7 +122,10 @@ def prepare_images(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
     """RGB ``uint8`` HWC images to one input batch: resized, stacked, cast."""
     if not images:
         raise DataError("no images to run")
-    batch = np.stack([resize(image, spec.size) for image in images])
+    if len(images) == 1:
+        batch = resize(images[0], spec.size)[None]
+    else:
+        batch = np.stack([resize(image, spec.size) for image in images])
     return cast_batch(batch, spec)
 
 

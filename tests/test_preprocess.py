@@ -49,3 +49,12 @@ def test_prepare_images_resizes_and_casts() -> None:
     assert batch.shape == (2, 32, 32, 3) and batch.dtype == np.float32 and batch[0].min() == 255.0
     quantized = cast_batch(np.full((1, 2, 2, 3), 255, np.uint8), InputSpec(2, 2, 3, "int8", Quantization(1.0, -128)))
     assert quantized.dtype == np.int8 and quantized.max() == 127
+
+
+@given(st.integers(1, 12), st.integers(0, 2**16))
+def test_top_k_matches_a_full_sort(k: int, seed: int) -> None:
+    from resnet_edge.runtime.base import top_k_indices
+
+    scores = np.random.default_rng(seed).random((3, 10)).astype(np.float32)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, 10)]
+    np.testing.assert_array_equal(top_k_indices(scores, min(k, 10)), expected)

@@ -103,12 +103,19 @@ def expand_input(item: Any) -> Iterator[tuple[str, Any]]:
 
 def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
     """Probabilities as they are; logits (any row outside [0,1] or not summing to 1) through softmax."""
-    rows = scores.astype(np.float64)
-    sums = rows.sum(axis=-1)
-    if rows.min(initial=0.0) >= -1e-3 and rows.max(initial=0.0) <= 1.0 + 1e-3 and np.allclose(sums, 1.0, atol=0.05):
+    if scores.min() >= -1e-3 and scores.max() <= 1.0 + 1e-3 and np.abs(scores.sum(axis=-1) - 1.0).max() <= 0.05:
         return scores
-    shifted = np.exp(rows - rows.max(axis=-1, keepdims=True))
+    shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores per row, best first (partial sort: k is small, classes may be many)."""
+    if k >= scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")
+    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(best, order, axis=1)
 
 
 class Predictor:
@@ -214,8 +221,7 @@ class Predictor:
 
     def _top_k(self, names: Sequence[str], scores: np.ndarray, top_k: int) -> list[Prediction]:
         probabilities = softmax_if_needed(scores)
-        k = min(top_k, probabilities.shape[1])
-        best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        best = top_k_indices(probabilities, min(top_k, probabilities.shape[1]))
         labels = self.labels or [str(i) for i in range(probabilities.shape[1])]
         return [
             Prediction(name, [labels[i] for i in row], [int(i) for i in row],
