@@ -95,7 +95,7 @@ def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict
         say("building ResNet-50 @224 (random weights)")
         save_model(build_resnet("resnet50", (224, 224, 3), num_classes=1000), model_path)
     rows = run_all(model_path, out / "artifacts" / "resnet50_224", formats=RESNET50_FORMATS, data="digits",
-                   batch_size=1, min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=300,
+                   batch_size=1, min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
                    parity_count=0, progress=say)
     summary = ratios(rows)
     summary["export_s_onnx_onnx_int8_tflite_int8"] = sum(

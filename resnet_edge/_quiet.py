@@ -7,12 +7,20 @@ import io
 import logging
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
+
+_redirecting = threading.RLock()
 
 
 @contextlib.contextmanager
 def _native_fds_to_devnull() -> Iterator[None]:
+    with _redirecting:
+        yield from _redirected()
+
+
+def _redirected() -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = []

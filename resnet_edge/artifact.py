@@ -12,7 +12,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-from .errors import ModelFileError
+from ._lazy import lazy_import
+from .errors import ModelFileError, ResnetEdgeError
 from .metadata import METADATA_KEY, ModelMetadata
 
 KERAS_ENTRY = f"{METADATA_KEY}.json"
@@ -85,13 +86,17 @@ def read_onnx(path: str | os.PathLike[str]) -> ModelMetadata | None:
     _require_file(path)
     try:
         import onnx
-
-        proto = onnx.load(str(path), load_external_data=False)
-        props = {p.key: p.value for p in proto.metadata_props}
     except ImportError:
-        import onnxruntime
-
-        props = onnxruntime.InferenceSession(str(path)).get_modelmeta().custom_metadata_map
+        onnx = None
+    try:
+        if onnx is not None:
+            proto = onnx.load(str(path), load_external_data=False)
+            props = {p.key: p.value for p in proto.metadata_props}
+        else:
+            session = lazy_import("onnxruntime", extra="onnxruntime").InferenceSession(str(path))
+            props = session.get_modelmeta().custom_metadata_map
+    except ResnetEdgeError:
+        raise
     except Exception as exc:
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
     return read_onnx_props(props, str(path))
@@ -101,8 +106,8 @@ def read_onnx(path: str | os.PathLike[str]) -> ModelMetadata | None:
 
 def embed_tflite(flatbuffer: bytes, metadata: ModelMetadata) -> bytes:
     """Return the flatbuffer with the metadata as a named ``metadata`` entry."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
+    schema = lazy_import("ai_edge_litert.schema_py_generated", extra="tflite")
+    flatbuffer_utils = lazy_import("ai_edge_litert.tools.flatbuffer_utils", extra="tflite")
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() != METADATA_KEY]
@@ -117,8 +122,7 @@ def embed_tflite(flatbuffer: bytes, metadata: ModelMetadata) -> bytes:
 
 
 def read_tflite_bytes(flatbuffer: bytes, source: str) -> ModelMetadata | None:
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = lazy_import("ai_edge_litert.schema_py_generated", extra="tflite")
     try:
         if not schema.Model.ModelBufferHasIdentifier(flatbuffer, 0):
             raise ModelFileError(f"{source}: not a TFLite model (no TFL3 identifier)")

@@ -240,13 +240,19 @@ def export(
              "workspace": workspace, "batch": batch, "dla_core": dla_core,
              "timing_cache": None if timing_cache is None else str(timing_cache),
              "hardware_compatibility": hardware_compatibility}
-    for fmt in chosen:
-        resolve_options(fmt, given if len(chosen) == 1 else {k: v for k, v in given.items() if k in fmt.options})
+    if len(chosen) == 1:
+        resolve_options(chosen[0], given)
+    else:
+        unused = sorted(k for k, v in given.items() if v is not None and not any(k in f.options for f in chosen))
+        if unused:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in unused)
+            raise InvalidArgumentError(f"{flags} applies to none of {', '.join(f.name for f in chosen)}")
     if not model.is_file():
         raise InvalidArgumentError(f"{model}: no such model file")
+    to_folder = out_path is not None and (out_path.is_dir() or str(out_path).endswith("/") or len(chosen) > 1)
     if len(chosen) > 1 and out_path is not None and out_path.suffix:
         raise InvalidArgumentError("--out must be a folder when exporting several formats")
-    needs_calibration = any(f.calibrated or (f.name == "trt" and precision == "int8") for f in chosen)
+    needs_calibration = any(f.needs_calibration(given) for f in chosen)
     calibration = _calibration(model, calib_data, calib_count) if calib_data or needs_calibration else None
     verify_set = None
     if verify_data is not None:
@@ -258,10 +264,8 @@ def export(
         verify_set = load_dataset(verify_data, size)
     summaries = []
     for fmt in chosen:
-        if len(chosen) == 1:
-            target = out_path or default_output(model, fmt)
-        else:
-            target = (out_path / default_output(model, fmt).name) if out_path else default_output(model, fmt)
+        default = default_output(model, fmt)
+        target = out_path / default.name if to_folder else out_path or default
         options = {k: v for k, v in given.items() if k in fmt.options}
         result = run_export(model, fmt.name, target, calibration=calibration, verify=verify, verify_data=verify_set,
                             progress=None if as_json else say, **options)
@@ -401,18 +405,19 @@ def parity(
         reference_path, candidates = paths[0], paths[1:]
         if reference_path.suffix not in (".keras", ".h5"):
             raise InvalidArgumentError(f"{reference_path}: the reference must be a Keras model (.keras/.h5)")
+        if not candidates and save_outputs is None:
+            raise InvalidArgumentError("give at least one artifact to compare (or --save-outputs FILE)")
         reference = load(reference_path, device="cpu")
-        size = (reference.input_spec.height, reference.input_spec.width)
-        dataset = load_dataset(data, size).sample(n)
-        reference_outputs = run_outputs(reference, dataset.images, batch_size)
-        if save_outputs is not None:
-            save_reference(save_outputs, reference_outputs, dataset)
-            if not as_json:
-                say(f"saved reference outputs for {len(dataset)} images to {save_outputs}")
-    if not candidates and save_outputs is None:
-        raise InvalidArgumentError("give at least one artifact to compare")
     reports = []
     try:
+        if load_outputs is None:
+            size = (reference.input_spec.height, reference.input_spec.width)
+            dataset = load_dataset(data, size).sample(n)
+            reference_outputs = run_outputs(reference, dataset.images, batch_size)
+            if save_outputs is not None:
+                save_reference(save_outputs, reference_outputs, dataset)
+                if not as_json:
+                    say(f"saved reference outputs for {len(dataset)} images to {save_outputs}")
         for candidate_path in candidates:
             with load(candidate_path, device=device) as candidate:
                 reports.append(compare(reference, candidate, dataset, batch_size=batch_size,
@@ -501,12 +506,13 @@ def benchmark(
                    min_time_s=min_time_s, warmup=warmup, parity_count=n, threads=threads,
                    progress=None if as_json else say)
     command = "resnet-edge " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
+    if not as_json:
+        out.print(format_table(rows))
     written = write_reports(rows, out_dir, f"{path.name}: formats on this machine", machine_description(), command)
     if as_json:
         print_json({"rows": rows_to_dict(rows), "reports": {k: str(v) for k, v in written.items()}})
-        return
-    out.print(format_table(rows))
-    out.print(f"reports: {', '.join(str(p) for p in written.values())}")
+    else:
+        out.print(f"reports: {', '.join(str(p) for p in written.values())}")
 
 
 def fail(message: str, code: int) -> None:
@@ -524,10 +530,14 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc), 2)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except OSError as exc:
+        fail(f"{exc.filename or 'file system'}: {exc.strerror or exc}", 2)
     except Exception as exc:
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # the CLI library's usage errors
             fail(exc.format_message(), exc.exit_code)
         raise
+    if code == 130:  # the CLI library turns Ctrl-C into exit code 130
+        sys.stderr.write("interrupted\n")
     sys.exit(code if isinstance(code, int) else 0)
 
 

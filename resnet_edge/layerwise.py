@@ -28,6 +28,7 @@ import numpy as np
 from ._lazy import lazy_import
 from ._quiet import quiet
 from .errors import DataError, ModelFileError
+from .parity import row_cosine
 
 BATCH_SIZE = 16
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
@@ -64,11 +65,7 @@ class _Scores:
     def add(self, layer: str, reference: np.ndarray, candidate: np.ndarray) -> None:
         ref = reference.reshape(len(reference), -1).astype(np.float64)
         cand = candidate.reshape(len(candidate), -1).astype(np.float64)
-        dots = (ref * cand).sum(axis=1)
-        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-        both_zero = (np.linalg.norm(ref, axis=1) == 0) & (np.linalg.norm(cand, axis=1) == 0)
-        cosine = np.where(norms > 0, dots / np.maximum(norms, 1e-300), np.where(both_zero, 1.0, 0.0))
-        self.cosines.setdefault(layer, []).append(cosine)
+        self.cosines.setdefault(layer, []).append(row_cosine(ref, cand))
 
     def errors(self) -> dict[str, float]:
         return {name: float(1.0 - np.mean(np.concatenate(parts))) for name, parts in self.cosines.items()}

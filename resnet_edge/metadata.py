@@ -70,6 +70,10 @@ class ModelMetadata:
             raise ModelFileError(f"{source}: metadata is not valid JSON ({exc})") from exc
         if not isinstance(raw, dict):
             raise ModelFileError(f"{source}: metadata is not a JSON object")
+        if not isinstance(raw.get("schema", SCHEMA_VERSION), int):
+            raise ModelFileError(f"{source}: metadata schema is not an integer")
+        if not isinstance(raw.get("tools", {}), dict) or not isinstance(raw.get("extra", {}), dict):
+            raise ModelFileError(f"{source}: metadata is malformed (tools and extra must be objects)")
         if raw.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
             raise ModelFileError(
                 f"{source}: metadata schema {raw['schema']} is newer than this resnet-edge "

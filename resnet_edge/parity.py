@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .data import Dataset
-from .errors import DataError, ParityError, ResnetEdgeError
+from .errors import DataError, InvalidArgumentError, ParityError, ResnetEdgeError
 
 DIAGNOSIS_IMAGES = 32
 
@@ -102,6 +102,15 @@ def _flat(outputs: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(o, dtype=np.float64).reshape(len(o), -1) for o in outputs], axis=1)
 
 
+def row_cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Cosine similarity per row; two zero rows agree (1.0), one zero row does not (0.0)."""
+    dots = (reference * candidate).sum(axis=1)
+    ref_norm, cand_norm = np.linalg.norm(reference, axis=1), np.linalg.norm(candidate, axis=1)
+    both_zero = (ref_norm == 0) & (cand_norm == 0)
+    cosine = dots / np.maximum(ref_norm * cand_norm, 1e-30)
+    return np.where(both_zero, 1.0, cosine)
+
+
 def compare_outputs(
     reference: Sequence[np.ndarray],
     candidate: Sequence[np.ndarray],
@@ -115,13 +124,13 @@ def compare_outputs(
             f"{name}: outputs do not match the reference's shapes "
             f"({[r.shape for r in reference]} vs {[c.shape for c in candidate]})"
         )
+    if precision not in TOLERANCES:
+        raise InvalidArgumentError(f"unknown precision {precision!r}; tolerances exist for {', '.join(TOLERANCES)}")
     tolerance = TOLERANCES[precision]
     ref, cand = _flat(reference), _flat(candidate)
     error = np.abs(ref - cand)
     scale = np.maximum(np.abs(ref).max(), 1e-12)
-    dots = (ref * cand).sum(axis=1)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cosine = float(np.mean(np.where(norms > 0, dots / np.maximum(norms, 1e-30), 1.0)))
+    cosine = float(np.mean(row_cosine(ref, cand)))
     top1 = top5 = ref_acc = cand_acc = None
     classifier = len(reference) == 1 and reference[0].ndim == 2
     if classifier:

@@ -36,12 +36,16 @@ class InputSpec:
         return self.height, self.width
 
 
+def _wide_to_uint8(array: np.ndarray) -> np.ndarray:
+    """16-bit (or wider) pixels to 8 bits: full 0-65535 range when used, else values already 0-255."""
+    top = 65535.0 if array.max(initial=0) > 255 else 255.0
+    return np.clip(np.rint(array.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image) or image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I") and array.max(initial=0) > 255 else 255.0
-        image = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8))
+        image = Image.fromarray(_wide_to_uint8(np.asarray(image)))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
@@ -57,7 +61,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             return _pil_to_rgb(image)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such image file") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -73,8 +77,8 @@ def to_rgb_uint8(image: np.ndarray | Image.Image, color: str = "rgb") -> np.ndar
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise DataError(f"an image must be HxW or HxWxC with 1, 3 or 4 channels, got shape {array.shape}")
     if array.dtype != np.uint8:
-        if array.dtype == np.uint16:
-            array = (array >> 8).astype(np.uint8)
+        if array.dtype in (np.uint16, np.uint32, np.int32):
+            array = _wide_to_uint8(array)
         elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):
             array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
         else:
@@ -97,7 +101,7 @@ def quantize(values: np.ndarray, quantization: Quantization, dtype: str) -> np.n
     """Real values to integer codes of ``dtype``; integer arithmetic only when scale is 1."""
     info = np.iinfo(dtype)
     if quantization.scale == 1.0 and np.issubdtype(values.dtype, np.integer):
-        shifted = values.astype(np.int16) + np.int16(quantization.zero_point)
+        shifted = values.astype(np.int32) + np.int32(quantization.zero_point)
         return np.clip(shifted, info.min, info.max).astype(dtype)
     codes = np.rint(values / np.float32(quantization.scale)) + quantization.zero_point
     return np.clip(codes, info.min, info.max).astype(dtype)

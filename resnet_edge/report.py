@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import subprocess
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import psutil
 from ._lazy import lazy_import
 from .atomic import atomic_path
 from .benchmark import COLUMNS, FormatRow, rows_to_dict, usable_cores
+from .errors import MissingDependencyError
 from .metadata import tool_versions
 
 Row = FormatRow | Mapping[str, Any]
@@ -184,7 +186,11 @@ def write_reports(
     paths = {kind: out_dir / f"benchmark.{kind}" for kind in ("json", "csv", "md", "png")}
     _write_json(paths["json"], title, table, machine, command)
     _write_csv(paths["csv"], table)
-    _write_png(paths["png"], title, table)
+    try:
+        _write_png(paths["png"], title, table)
+    except MissingDependencyError as exc:
+        warnings.warn(f"no chart written: {exc}", stacklevel=2)
+        paths.pop("png")
     with atomic_path(paths["md"]) as tmp:
         tmp.write_text(_markdown(title, table, machine, command, paths["png"].name))
     return paths

@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ModelFileError
 
 Progress = Callable[[str], None]
-
-COMMON_OPTIONS = ("opset",)
-
 
 @dataclass(frozen=True)
 class ExportFormat:
@@ -37,6 +34,10 @@ class ExportFormat:
     calibrated: bool = False
     needs_gpu: bool = False
     description: str = ""
+
+    def needs_calibration(self, options: Mapping[str, Any]) -> bool:
+        """int8 formats (and TensorRT at int8) are built from calibrated data."""
+        return self.calibrated or (self.name == "trt" and options.get("precision") == "int8")
 
 
 _ONNX = {"opset": 17}
@@ -98,7 +99,7 @@ class ExportJob:
     format: ExportFormat
     options: dict[str, Any]
     calibration: Any = None
-    progress: Progress = print
+    progress: Progress = lambda message: None
 
 
 @dataclass
@@ -157,10 +158,12 @@ def export(
     output = Path(output)
     if output.suffix.lower() != fmt.suffix and not (fmt.suffix == ".engine" and output.suffix.lower() == ".plan"):
         raise InvalidArgumentError(f"{output}: a {fmt.name} file must end in {fmt.suffix}")
-    if (fmt.calibrated or (fmt.name == "trt" and resolved.get("precision") == "int8")) and calibration is None:
+    if fmt.needs_calibration(resolved) and calibration is None:
         raise InvalidArgumentError(f"{fmt.name} needs calibration data: pass --calib-data DIR|digits|FILE.npy")
     say = progress or (lambda message: None)
     if isinstance(model, (str, os.PathLike)):
+        if not Path(model).is_file():
+            raise ModelFileError(f"{model}: no such model file")
         source_digest = sha256_file(model)
         model, metadata = load_model(model)
     else:

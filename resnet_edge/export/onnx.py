@@ -65,10 +65,12 @@ def canonicalize_names(proto) -> None:
 
     tf2onnx names the nodes and constants its optimizers insert (``name__N``) from a process-wide
     counter, in an order that varies between runs. Nodes are re-ordered topologically with ties broken
-    by content, and generated names are renumbered in that order; names from the Keras graph are kept.
+    by content, generated names are renumbered in that order (names from the Keras graph are kept), and
+    generated duplicates (identical constants, identical computations) are merged so no tie is left.
     """
     graph = proto.graph
     initializers = {t.name: t for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
     producers = {name: node for node in graph.node for name in node.output}
     consumers: dict[str, list] = {}
     waiting = {}
@@ -78,43 +80,63 @@ def canonicalize_names(proto) -> None:
         for name in produced:
             consumers.setdefault(name, []).append(node)
     renamed: dict[str, str] = {}
+    constants: dict[str, str] = {}  # content digest -> canonical name
 
-    def content_key(name: str) -> str:
+    def constant_name(name: str) -> str:
+        tensor = type(initializers[name])()
+        tensor.CopyFrom(initializers[name])
+        tensor.name = ""
+        digest = hashlib.sha256(tensor.SerializeToString()).hexdigest()
+        return constants.setdefault(digest, f"const__{len(constants) + 1}")
+
+    def resolved(name: str) -> str:
         if name in renamed or not _GENERATED.search(name):
             return renamed.get(name, name)
-        tensor = initializers.get(name)
-        return tensor.raw_data.hex()[:64] + str(list(tensor.dims)) if tensor is not None else "?"
+        if name in initializers:
+            renamed[name] = constant_name(name)
+            return renamed[name]
+        return name
 
     def node_key(node) -> tuple:
         attributes = b"".join(a.SerializeToString() for a in node.attribute)
         own = "" if _GENERATED.search(node.name) else node.name
-        return node.op_type, own, tuple(content_key(n) for n in node.input), attributes
+        return node.op_type, own, tuple(resolved(n) for n in node.input), attributes
 
     ready = [node for node in graph.node if waiting[id(node)] == 0]
-    ordered = []
+    ordered, emitted, visited = [], {}, 0
     while ready:
         ready.sort(key=node_key)
         node = ready.pop(0)
-        ordered.append(node)
-        for name in node.input:
-            if name in initializers and _GENERATED.search(name) and name not in renamed:
-                renamed[name] = f"const__{sum(1 for v in renamed.values() if v.startswith('const__')) + 1}"
-        if _GENERATED.search(node.name):
-            node.name = f"{node.op_type}__{len(ordered)}"
-        for index, name in enumerate(node.output):
-            if _GENERATED.search(name):
-                renamed[name] = f"{node.name}:{index}"
+        visited += 1
+        key = node_key(node)
+        twin = emitted.get(key)
+        mergeable = twin is not None and _GENERATED.search(node.name) and not graph_outputs & set(node.output)
+        if mergeable:
+            for name, twin_name in zip(node.output, twin.output, strict=True):
+                renamed[name] = renamed.get(twin_name, twin_name)
+        else:
+            emitted[key] = node
+            ordered.append(node)
+            if _GENERATED.search(node.name):
+                node.name = f"{node.op_type}__{len(ordered)}"
+            for index, name in enumerate(node.output):
+                if _GENERATED.search(name):
+                    renamed[name] = f"{node.name}:{index}"
+        for name in node.output:
             for consumer in consumers.get(name, []):
                 waiting[id(consumer)] -= 1
                 if waiting[id(consumer)] == 0:
                     ready.append(consumer)
-    if len(ordered) != len(graph.node):
+    if visited != len(graph.node):
         raise ExportError("the converted ONNX graph has a cycle")
     for node in ordered:
         node.input[:] = [renamed.get(name, name) for name in node.input]
         node.output[:] = [renamed.get(name, name) for name in node.output]
+    kept: dict[str, object] = {}
     for tensor in graph.initializer:
         tensor.name = renamed.get(tensor.name, tensor.name)
+        kept.setdefault(tensor.name, tensor)
+    used = {name for node in ordered for name in node.input} | graph_outputs
     for info in (*graph.input, *graph.output, *graph.value_info):
         info.name = renamed.get(info.name, info.name)
         for dim in info.type.tensor_type.shape.dim:
@@ -123,10 +145,13 @@ def canonicalize_names(proto) -> None:
     copies = [type(node).FromString(node.SerializeToString()) for node in ordered]
     del graph.node[:]
     graph.node.extend(copies)
-    for field in (graph.initializer, graph.value_info):
-        items = sorted((type(item).FromString(item.SerializeToString()) for item in field), key=lambda item: item.name)
-        del field[:]
-        field.extend(items)
+    tensors = sorted((type(t).FromString(t.SerializeToString()) for n, t in kept.items() if n in used),
+                     key=lambda t: t.name)
+    del graph.initializer[:]
+    graph.initializer.extend(tensors)
+    infos = {i.name: type(i).FromString(i.SerializeToString()) for i in graph.value_info}
+    del graph.value_info[:]
+    graph.value_info.extend(infos[name] for name in sorted(infos))
 
 
 def save_onnx(proto, metadata: ModelMetadata, path: Path) -> ModelMetadata:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .._lazy import lazy_import
 from .._quiet import quiet
+from ..errors import ExportError
 from ..metadata import ModelMetadata, tool_versions
 from . import ExportJob
 from .onnx import ONNX_TOOLS, save_onnx, to_onnx_proto
@@ -14,8 +15,11 @@ def convert(job: ExportJob) -> ModelMetadata:
     opset = int(job.options["opset"])
     job.progress(f"converting {job.metadata.model} to ONNX fp16 (opset {opset})")
     proto = to_onnx_proto(job.model, opset)
-    with quiet():
-        proto = float16.convert_float_to_float16(proto, keep_io_types=True)
+    try:
+        with quiet():
+            proto = float16.convert_float_to_float16(proto, keep_io_types=True)
+    except Exception as exc:
+        raise ExportError(f"fp16 conversion failed: {type(exc).__name__}: {exc}"[:300]) from exc
     metadata = job.metadata.replace(format="onnx-fp16", precision="fp16",
                                     tools=tool_versions(*ONNX_TOOLS, "onnxconverter-common"),
                                     extra={"opset": opset})

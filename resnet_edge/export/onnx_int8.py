@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._lazy import lazy_import
 from .._quiet import quiet
-from ..errors import InvalidArgumentError
+from ..errors import ExportError, InvalidArgumentError, ResnetEdgeError
 from ..metadata import ModelMetadata, tool_versions
 from . import ExportJob
 from .onnx import INPUT_NAME, ONNX_TOOLS, save_onnx, to_onnx_proto
@@ -22,30 +22,36 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
 def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, method: str) -> None:
+    """Pre-process (shape inference, fusions) and statically quantize ``source`` into ``target``."""
     lazy_import("sympy", extra="export")  # quant_pre_process needs it; onnxruntime does not install it
     quantization = lazy_import("onnxruntime.quantization", extra="onnxruntime")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from calibration.onnxrt import CalibrationReader
 
-    prepared = source.with_name("prepared.onnx")
-    with quiet():
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
     methods = {"minmax": quantization.CalibrationMethod.MinMax,
                "entropy": quantization.CalibrationMethod.Entropy,
                "percentile": quantization.CalibrationMethod.Percentile}
     symmetric = scheme == "trt"
-    quantization.quantize_static(
-        str(prepared),
-        str(target),
-        CalibrationReader(job.calibration, INPUT_NAME),
-        quant_format=quantization.QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=quantization.QuantType.QInt8 if symmetric else quantization.QuantType.QUInt8,
-        weight_type=quantization.QuantType.QInt8,
-        calibrate_method=methods[method],
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
-    )
+    prepared = source.with_name("prepared.onnx")
+    try:
+        with quiet():
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+        quantization.quantize_static(
+            str(prepared),
+            str(target),
+            CalibrationReader(job.calibration, INPUT_NAME),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=quantization.QuantType.QInt8 if symmetric else quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=methods[method],
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
+        )
+    except (ResnetEdgeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}"[:300]) from exc
 
 
 def convert(job: ExportJob) -> ModelMetadata:

@@ -239,10 +239,6 @@ def load_weights(model, path: str | os.PathLike[str], skip_mismatch: bool = Fals
         raise ModelFileError(f"{path}: weights do not match {model.name}: {first[:300]}") from exc
 
 
-def model_family(model) -> str:
-    return model.name if model.name in SPECS else "custom"
-
-
 def count_macs(model) -> int:
     """Multiply-accumulates of one forward pass (the paper's "FLOPs")."""
     total = 0

@@ -118,6 +118,10 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(best, order, axis=1)
 
 
+def _is_identity(quantization) -> bool:
+    return quantization is None or (quantization.scale == 1.0 and quantization.zero_point == 0)
+
+
 class Predictor:
     """Runs any artifact: ``p(batch)`` for raw outputs, ``p.predict(images)`` for labelled top-k."""
 
@@ -151,7 +155,7 @@ class Predictor:
         return f"Predictor({self.backend.path.name}, backend={self.backend.name}, device={self.device})"
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """All outputs for an NHWC batch (pixels 0-255 as uint8/float, or already the input dtype)."""
+        """All outputs for an NHWC batch of pixels 0-255 (uint8 or float); an int8 batch is taken as already quantized."""
         batch = np.asarray(batch)
         spec = self.input_spec
         if batch.ndim == 3:
@@ -161,7 +165,7 @@ class Predictor:
                 f"expected an NHWC batch of shape (N, {spec.height}, {spec.width}, {spec.channels}), "
                 f"got {batch.shape}"
             )
-        if batch.dtype != np.dtype(spec.dtype):
+        if batch.dtype != np.dtype(spec.dtype) or (spec.dtype == "uint8" and not _is_identity(spec.quantization)):
             batch = cast_batch(batch, spec)
         if self._lock is None:
             return self.backend.run(batch)
@@ -230,7 +234,11 @@ class Predictor:
         ]
 
     def close(self) -> None:
-        self.backend.close()
+        if self._lock is None:
+            self.backend.close()
+        else:
+            with self._lock:
+                self.backend.close()
 
     def __enter__(self) -> Predictor:
         return self

@@ -61,10 +61,13 @@ class OnnxRuntimeBackend(Backend):
                 f"({wanted[0]} could not be loaded: check the CUDA/cuDNN/TensorRT libraries)"
             )
         self.metadata = artifact.read_onnx_props(self.session.get_modelmeta().custom_metadata_map, str(path))
-        (model_input,) = self.session.get_inputs()
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ModelFileError(f"{path}: expected one NHWC image input, found {[(i.name, i.shape) for i in inputs]}")
+        model_input = inputs[0]
         self.input_name = model_input.name
         _, height, width, channels = model_input.shape
-        if not all(isinstance(v, int) for v in (height, width, channels)):
+        if not all(isinstance(v, int) for v in (height, width, channels)) or channels != 3:
             raise ModelFileError(f"{path}: input {model_input.name} needs a fixed NHWC size, got {model_input.shape}")
         dtype = ONNX_TYPES.get(model_input.type)
         if dtype is None:

@@ -37,7 +37,10 @@ class TFLiteBackend(Backend):
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]})") from exc
-        (detail,) = self.interpreter.get_input_details()
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][-1] != 3:
+            raise ModelFileError(f"{path}: expected one NHWC image input, found {[list(i['shape']) for i in inputs]}")
+        detail = inputs[0]
         self.input_index = detail["index"]
         _, height, width, channels = (int(v) for v in detail["shape"])
         self.input_spec = InputSpec(height, width, channels, np.dtype(detail["dtype"]).name, tensor_quantization(detail))
