@@ -175,7 +175,6 @@ def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, A
 def digits_model(out: Path, settings: Settings, quick: bool) -> Path:
     """The trained ResNet-18 on digits @32: reused when present, else trained and saved (not committed).
 
-    The saved copy is an uncompiled model with the trained weights, so its size has no optimizer state.
     """
     full = out / "resnet18_digits.keras"
     path = out / "models" / "resnet18_digits_quick.keras" if quick and not full.exists() else full
@@ -191,9 +190,7 @@ def digits_model(out: Path, settings: Settings, quick: bool) -> Path:
     say(f"training resnet18 on digits @32 for {settings.epochs} epoch(s)")
     result = train(model, data, epochs=settings.epochs, verbose=0)
     say(f"validation accuracy {result.val_accuracy:.2%} after {result.seconds:.0f} s")
-    clean = build_resnet("resnet18", (32, 32, 3), num_classes=len(data.class_names))
-    clean.set_weights(model.get_weights())
-    return save_model(clean, path, describe(clean, labels=data.class_names))
+    return save_model(model, path, describe(model, labels=data.class_names))
 
 
 def resnet18_digits(out: Path, settings: Settings, machine: dict, command: str, quick: bool) -> dict[str, Any]:

@@ -57,3 +57,15 @@ def test_cli_train_json_summary(tmp_path) -> None:
     assert summary["path"] == str(out) and 0.0 <= summary["val_accuracy"] <= 1.0
     assert summary["train_images"] + summary["val_images"] == 1797
     assert out.is_file() and [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+
+
+def test_saved_model_has_no_optimizer_state(trained_model_path, tmp_path) -> None:
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(trained_model_path) as archive:
+        archive.extract("model.weights.h5", tmp_path)
+    with h5py.File(tmp_path / "model.weights.h5") as weights:
+        assert "optimizer" not in weights
+    assert trained_model_path.stat().st_size < 50e6  # resnet18's 11.2 M float32 weights, no Adam moments

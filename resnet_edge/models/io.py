@@ -49,7 +49,7 @@ def save_model(model, path: str | os.PathLike[str], metadata: ModelMetadata | No
 
 def _without_training_state(model):
     """A copy without optimizer state: a deployable model file is about a third of the size."""
-    clean = keras.models.clone_model(model)
+    clean = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state too
     clean.set_weights(model.get_weights())
     return clean
 
