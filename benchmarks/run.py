@@ -173,9 +173,7 @@ def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, A
 
 
 def digits_model(out: Path, settings: Settings, quick: bool) -> Path:
-    """The trained ResNet-18 on digits @32: reused when present, else trained and saved (not committed).
-
-    """
+    """The trained ResNet-18 on digits @32: reused when present, else trained and saved (not committed)."""
     full = out / "resnet18_digits.keras"
     path = out / "models" / "resnet18_digits_quick.keras" if quick and not full.exists() else full
     if path.exists():
