@@ -100,8 +100,13 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def quantize(values: np.ndarray, quantization: Quantization, dtype: str) -> np.ndarray:
     """Real values to integer codes of ``dtype``; integer arithmetic only when scale is 1."""
     info = np.iinfo(dtype)
+    if quantization.scale == 1.0 and values.dtype == np.uint8:
+        if quantization.zero_point == -128 and dtype == "int8":
+            return (values ^ np.uint8(0x80)).view(np.int8)  # p - 128 in one pass: the common camera case
+        shifted = values.astype(np.int16) + np.int16(quantization.zero_point)
+        return np.clip(shifted, info.min, info.max).astype(dtype)
     if quantization.scale == 1.0 and np.issubdtype(values.dtype, np.integer):
-        shifted = values.astype(np.int32) + np.int32(quantization.zero_point)
+        shifted = values.astype(np.int64) + quantization.zero_point
         return np.clip(shifted, info.min, info.max).astype(dtype)
     codes = np.rint(values / np.float32(quantization.scale)) + quantization.zero_point
     return np.clip(codes, info.min, info.max).astype(dtype)
