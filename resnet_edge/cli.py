@@ -257,12 +257,9 @@ def export(
     calibration = _calibration(model, calib_data, calib_count) if calib_data or needs_calibration else None
     verify_set = None
     if verify_data is not None:
-        from .artifact import read_keras
         from .data import load_dataset
 
-        metadata = read_keras(model)
-        size = tuple(metadata.input_shape[:2]) if metadata else (224, 224)
-        verify_set = load_dataset(verify_data, size)
+        verify_set = load_dataset(verify_data, _input_size(model))
     summaries = []
     for fmt in chosen:
         default = default_output(model, fmt)
@@ -277,21 +274,21 @@ def export(
         print_json(summaries[0] if len(summaries) == 1 else summaries)
 
 
-def _calibration(model: Path, source: str | None, count: int):
-    from calibration import CalibrationSet
-
+def _input_size(model: Path) -> tuple[int, int]:
+    """The Keras model's input (height, width) from its embedded metadata."""
     from .artifact import read_keras
+
+    metadata = read_keras(model)
+    return tuple(metadata.input_shape[:2]) if metadata else (224, 224)
+
+
+def _calibration(model: Path, source: str | None, count: int):
+    """The calibration set for ``model``; its warnings reach stderr through ``main``'s one-line handler."""
+    from calibration import CalibrationSet
 
     if source is None:
         raise InvalidArgumentError("int8 export needs calibration data: pass --calib-data DIR|digits|FILE.npy")
-    metadata = read_keras(model)
-    size = tuple(metadata.input_shape[:2]) if metadata else (224, 224)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        calibration = CalibrationSet.from_source(source, size, count)
-    for warning in caught:
-        warn(warning.message)
-    return calibration
+    return CalibrationSet.from_source(source, _input_size(model), count)
 
 
 # predict / parity ---------------------------------------------------------------------------
