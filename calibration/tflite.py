@@ -69,8 +69,9 @@ def record_ranges(calibrated: bytes, calibration: CalibrationSet, threads: int |
     shape = None
     for batch in calibration.batches(batch_size=batch_size):
         if batch.shape != shape:
-            interpreter.resize_tensor_input(input_index, batch.shape)
-            interpreter.allocate_tensors()
+            with quiet():
+                interpreter.resize_tensor_input(input_index, batch.shape)
+                interpreter.allocate_tensors()
             shape = batch.shape
         interpreter.set_tensor(input_index, batch)
         interpreter.invoke()
