@@ -59,6 +59,14 @@ def _true_ranges(model: bytes, images: np.ndarray, names) -> dict[str, tuple[flo
     return {name: (low[name], high[name]) for name in names}
 
 
+@pytest.mark.parametrize(("count", "expected"), [(300, 6), (200, 8), (20, 5), (13, 1)])
+def test_onnxrt_batches_divide_the_calibration_set(count, expected) -> None:
+    from calibration.onnxrt import even_batch_size
+
+    calibration = CalibrationSet(np.zeros((count, 2, 2, 3), np.uint8), None, "test", batch_size=8)
+    assert even_batch_size(calibration) == expected
+
+
 def test_representative_dataset_yields_single_float_samples(small_calibration) -> None:
     samples = list(representative_dataset(small_calibration)())
     assert len(samples) == 20
@@ -96,3 +104,30 @@ def test_quantizing_the_same_ranges_gives_the_stock_converters_model(trained_mod
     metadata_buffers = [{e.buffer for e in m.metadata} for m in models]
     assert [w for i, w in enumerate(weights[0]) if i not in metadata_buffers[0]] == \
         [w for i, w in enumerate(weights[1]) if i not in metadata_buffers[1]]
+
+
+@pytest.mark.parametrize("method", ["MinMax", "Entropy"])
+def test_onnxrt_calibration_cache_holds_the_stock_calibrators_ranges(method, artifacts, small_calibration,
+                                                                     tmp_path) -> None:
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from calibration.onnxrt import CalibrationReader, even_batch_size, write_calibration_cache
+
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(artifacts["onnx"]), str(prepared))
+    cache = tmp_path / "calibration.json"
+    write_calibration_cache(prepared, small_calibration, "input", CalibrationMethod[method], cache)
+    ours = load_tensors_data(cache)
+
+    stock = create_calibrator(prepared, None, augmented_model_path=str(tmp_path / "augmented.onnx"),
+                              calibrate_method=CalibrationMethod[method])
+    stock.collect_data(CalibrationReader(small_calibration, "input", even_batch_size(small_calibration)))
+    expected = stock.compute_data()
+    assert ours.calibration_method == expected.calibration_method
+    assert set(ours.keys()) == set(expected.keys()) and len(expected.keys()) > 30
+    for name in expected:
+        for bound in ("lowest", "highest"):
+            np.testing.assert_allclose(getattr(ours[name], bound), getattr(expected[name], bound),
+                                       rtol=1e-4, atol=1e-5, err_msg=f"{name} {bound}")

@@ -27,20 +27,21 @@ def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, metho
     quantization = lazy_import("onnxruntime.quantization", extra="onnxruntime")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from calibration.onnxrt import CalibrationReader
+    from calibration.onnxrt import write_calibration_cache
 
     methods = {"minmax": quantization.CalibrationMethod.MinMax,
                "entropy": quantization.CalibrationMethod.Entropy,
                "percentile": quantization.CalibrationMethod.Percentile}
     symmetric = scheme == "trt"
-    prepared = source.with_name("prepared.onnx")
+    prepared, cache = source.with_name("prepared.onnx"), source.with_name("calibration.json")
     try:
         with quiet():
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            write_calibration_cache(prepared, job.calibration, INPUT_NAME, methods[method], cache)
         quantization.quantize_static(
             str(prepared),
             str(target),
-            CalibrationReader(job.calibration, INPUT_NAME),
+            calibration_cache_path=str(cache),
             quant_format=quantization.QuantFormat.QDQ,
             per_channel=True,
             activation_type=quantization.QuantType.QInt8 if symmetric else quantization.QuantType.QUInt8,
