@@ -289,7 +289,7 @@ def _format_row(fmt: Any, ctx: _Context) -> FormatRow:
     from .parity import compare
     from .runtime import load
 
-    path = ctx.out_dir / f"{ctx.model_path.stem}-{fmt.name}{fmt.suffix}"
+    path = ctx.out_dir / export_module.default_output(ctx.model_path, fmt).name
     row = FormatRow(fmt.name, "ok", precision=fmt.precision, path=str(path), batch_size=ctx.batch_size,
                     threads=ctx.threads)
     ctx.say(f"{fmt.name}: exporting to {path}")

@@ -204,11 +204,6 @@ def name_depth(name: str) -> int:
 
 # export -------------------------------------------------------------------------------------
 
-def default_output(model: Path, fmt) -> Path:
-    variant = fmt.name.split("-", 1)[1] if "-" in fmt.name else ("" if fmt.name in ("onnx", "tflite") else fmt.name)
-    return model.with_name(f"{model.stem}{'_' + variant if variant else ''}{fmt.suffix}")
-
-
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="Keras model (.keras/.h5).")],
@@ -231,8 +226,8 @@ def export(
     as_json: JsonFlag = False,
 ) -> None:
     """Export a Keras model; the artifact is written atomically, carries its metadata and is verified."""
+    from .export import default_output, resolve_format, resolve_options
     from .export import export as run_export
-    from .export import resolve_format, resolve_options
 
     chosen = [resolve_format(name) for name in formats.split(",") if name.strip()]
     if not chosen:

@@ -203,14 +203,32 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
     if data is None:
         data = load_digits((height, width))
     data = data.sample(count).resized((height, width))
-    keras_outputs = model.predict(data.images.astype(np.float32), batch_size=32, verbose=0)
-    keras_outputs = keras_outputs if isinstance(keras_outputs, list) else [keras_outputs]
+    keras_outputs = _keras_outputs(model, data.images)
     with load(artifact_path, device="auto") as candidate:
         candidate_outputs = run_outputs(candidate, data.images)
     labels = data.labels if labels_match(data, keras_outputs) else None
     report = compare_outputs(keras_outputs, candidate_outputs, precision, labels, label)
     _diagnose(report, model, Path(artifact_path), data.images)
     return report
+
+
+_last_reference: list[tuple[Any, str, np.ndarray, list[np.ndarray]]] = []
+
+
+def _keras_outputs(model, images: np.ndarray) -> list[np.ndarray]:
+    """The Keras model's outputs on ``images``; the last ones are kept, so several formats share one run."""
+    from .export import weights_digest
+
+    digest = weights_digest(model)
+    if _last_reference:
+        cached_model, cached_digest, cached_images, outputs = _last_reference[0]
+        if (cached_model is model and cached_digest == digest and cached_images.shape == images.shape
+                and np.array_equal(cached_images, images)):
+            return outputs
+    outputs = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    _last_reference[:] = [(model, digest, images, outputs)]
+    return outputs
 
 
 def _diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarray) -> None:

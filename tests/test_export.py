@@ -98,10 +98,12 @@ def test_onnx_passes_the_full_checker_and_has_dynamic_batch(artifacts) -> None:
 def test_exports_are_reproducible(name, tmp_path, trained_model_path, calibration_set) -> None:
     suffix = FORMATS[name].suffix
     first, second = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    import resnet_edge.export as export_module
     import resnet_edge.export.onnx as onnx_export
 
     export(trained_model_path, name, first, calibration=calibration_set, verify=False)
-    onnx_export._converted.clear()  # convert again rather than reuse the cached conversion
+    onnx_export._converted.clear()  # load and convert again rather than reuse the cached model and conversion
+    export_module._loaded.clear()
     export(trained_model_path, name, second, calibration=calibration_set, verify=False)
     assert first.read_bytes() == second.read_bytes()
 
@@ -127,6 +129,29 @@ def test_verification_prints_and_returns_a_parity_report(tmp_path, trained_model
     assert result.parity and result.parity.samples == 500
     assert any(line.startswith("tflite: PASS") for line in lines)
     assert result.summary()["parity"]["passed"] is True
+
+
+def test_formats_exported_from_one_file_load_it_and_run_the_reference_once(tmp_path, trained_model_path,
+                                                                          calibration_set, monkeypatch) -> None:
+    import os
+
+    import resnet_edge.export as export_module
+    import resnet_edge.parity as parity
+    from resnet_edge.models import io
+
+    loads = []
+    monkeypatch.setattr(export_module, "_loaded", {})
+    monkeypatch.setattr(parity, "_last_reference", [])
+    monkeypatch.setattr(io, "load_model", lambda path, real=io.load_model: loads.append(path) or real(path))
+    export(trained_model_path, "onnx", tmp_path / "m.onnx", calibration=calibration_set)
+    reference = parity._last_reference[0][3]
+    export(trained_model_path, "tflite", tmp_path / "m.tflite", calibration=calibration_set)
+    assert len(loads) == 1 and parity._last_reference[0][3] is reference
+
+    stat = trained_model_path.stat()
+    os.utime(trained_model_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # the file changed
+    export(trained_model_path, "tflite", tmp_path / "m2.tflite", calibration=calibration_set)
+    assert len(loads) == 2 and parity._last_reference[0][3] is not reference
 
 
 def test_artifact_outside_tolerance_fails_and_leaves_nothing(tmp_path, trained_model_path, monkeypatch) -> None:

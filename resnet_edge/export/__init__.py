@@ -128,6 +128,33 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
+def default_output(model_path: str | os.PathLike[str], fmt: ExportFormat) -> Path:
+    """Where an export goes by default: beside the model, ``model.onnx``, ``model_int8.tflite``, ``model_trt.engine``."""
+    model_path = Path(model_path)
+    variant = fmt.name.split("-", 1)[1] if "-" in fmt.name else ("" if fmt.name in ("onnx", "tflite") else fmt.name)
+    return model_path.with_name(f"{model_path.stem}{'_' + variant if variant else ''}{fmt.suffix}")
+
+
+_loaded: dict[tuple[str, int, int], tuple[Any, Any, str]] = {}  # the last Keras file only: models can be large
+
+
+def _load_source(path: Path) -> tuple[Any, Any, str]:
+    """(model, metadata, sha256) of a Keras file, loaded once for the several formats exported from it."""
+    from ..metadata import sha256_file
+    from ..models.io import load_model
+
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _loaded:
+        _loaded.clear()
+        digest = sha256_file(path)
+        model, metadata = load_model(path)
+        _loaded[key] = (model, metadata, digest)
+    return _loaded[key]
+
+
 def converter(fmt: ExportFormat) -> Callable[[ExportJob], Any]:
     module_name, function = fmt.target.split(":")
     return getattr(importlib.import_module(module_name), function)
@@ -150,8 +177,7 @@ def export(
     Writes atomically, embeds ModelMetadata, and (unless ``verify=False``) runs the artifact beside the
     Keras model on held-out images, raising ParityError when it is outside its precision's tolerance.
     """
-    from ..metadata import sha256_file
-    from ..models.io import describe, load_model
+    from ..models.io import describe
 
     fmt = resolve_format(format)
     resolved = resolve_options(fmt, options)
@@ -162,10 +188,7 @@ def export(
         raise InvalidArgumentError(f"{fmt.name} needs calibration data: pass --calib-data DIR|digits|FILE.npy")
     say = progress or (lambda message: None)
     if isinstance(model, (str, os.PathLike)):
-        if not Path(model).is_file():
-            raise ModelFileError(f"{model}: no such model file")
-        source_digest = sha256_file(model)
-        model, metadata = load_model(model)
+        model, metadata, source_digest = _load_source(Path(model))
     else:
         metadata, source_digest = describe(model), weights_digest(model)
     metadata = metadata.replace(source_sha256=source_digest)
@@ -189,4 +212,4 @@ def export(
     return ExportResult(output, fmt.name, output.stat().st_size, seconds, final_metadata, report)
 
 
-__all__ = ["FORMATS", "ExportFormat", "ExportJob", "ExportResult", "export", "resolve_format", "resolve_options"]
+__all__ = ["FORMATS", "ExportFormat", "ExportJob", "ExportResult", "default_output", "export", "resolve_format", "resolve_options"]
