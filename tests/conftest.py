@@ -44,10 +44,13 @@ def digits():
 @pytest.fixture(scope="session")
 def trained_model_path(tmp_path_factory, digits) -> Path:
     """resnet18 at 32x32 trained briefly on digits: confident enough for meaningful parity checks."""
+    import keras
+
     from resnet_edge.models import build_resnet
     from resnet_edge.models.io import describe, save_model
     from resnet_edge.train import train
 
+    keras.utils.set_random_seed(0)  # the same starting weights every run, so CI sees one model, not a draw
     model = build_resnet("resnet18", (*SIZE, 3), num_classes=10)
     train(model, digits, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("model") / "digits.keras"

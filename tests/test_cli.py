@@ -77,7 +77,7 @@ def test_export_predict_parity_round_trip(trained_model_path, artifacts, tmp_pat
     reference = tmp_path / "reference.npz"
     parity = cli("parity", str(trained_model_path), str(artifacts["tflite-int8"]), str(artifacts["onnx-fp16"]),
                  "--n", "200", "--save-outputs", str(reference), "--json")
-    assert parity.returncode == 0, parity.stderr
+    assert parity.returncode == 0, parity.stderr + parity.stdout
     reports = json.loads(parity.stdout)
     assert [r["precision"] for r in reports] == ["int8", "fp16"] and all(r["passed"] for r in reports)
     assert reports[0]["samples"] == 200 and reports[0]["candidate_accuracy"] is not None
