@@ -68,6 +68,16 @@ def test_tflite_int8_takes_integer_input_and_records_its_quantization(artifacts)
     assert metadata.output_quantization is not None
 
 
+def test_tflite_int8_with_uint8_io_takes_camera_bytes_as_they_are(tmp_path, trained_model_path,
+                                                                   calibration_set) -> None:
+    result = export(trained_model_path, "tflite-int8", tmp_path / "m.tflite", calibration=calibration_set,
+                    io="uint8")
+    assert result.parity and result.parity.top1_agreement >= 0.99
+    assert result.metadata.input_dtype == "uint8"
+    assert result.metadata.input_quantization.scale == pytest.approx(1.0, rel=0.02)
+    assert result.metadata.input_quantization.zero_point == 0
+
+
 def test_trt_scheme_is_symmetric_int8(artifacts) -> None:
     import onnx
     from onnx import numpy_helper
