@@ -30,7 +30,8 @@ class ModelMetadata:
     """Input contract, labels and provenance of a model or exported artifact.
 
     ``preprocessing`` is applied *inside* the model, so every artifact takes RGB pixels in
-    ``input_range``; the host only resizes, reorders channels and casts.
+    ``input_range``; the host only resizes, reorders channels and casts. ``output_activation`` is
+    ``"softmax"`` when a classifier outputs probabilities, ``"linear"`` for logits, None when unknown.
     """
 
     model: str
@@ -45,6 +46,7 @@ class ModelMetadata:
     input_range: tuple[float, float] = (0.0, 255.0)
     input_quantization: Quantization | None = None
     output_quantization: Quantization | None = None
+    output_activation: str | None = None
     source_sha256: str | None = None
     tools: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +94,8 @@ class ModelMetadata:
                 if values.get(key) is not None:
                     q = values[key]
                     values[key] = Quantization(float(q["scale"]), int(q["zero_point"]))
+            if not isinstance(values.get("output_activation"), str | None):
+                raise ValueError("output_activation must be a string")
             if len(values["input_shape"]) != 3:
                 raise ValueError("input_shape must be (height, width, channels)")
             return cls(**values)

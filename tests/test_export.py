@@ -56,6 +56,7 @@ def test_artifact_matches_keras_with_plain_runtime(name, artifacts, trained_mode
         assert report.top1_agreement >= 0.99
     assert metadata.precision == precision and metadata.labels == tuple(str(i) for i in range(10))
     assert metadata.input_shape == (32, 32, 3) and metadata.preprocessing == "scale"
+    assert metadata.output_activation == "softmax"
     assert len(metadata.source_sha256) == 64 and "resnet-edge" in metadata.tools
 
 

@@ -12,7 +12,7 @@ from resnet_edge.errors import ModelFileError
 from resnet_edge.metadata import ModelMetadata, Quantization
 
 META = ModelMetadata(model="resnet18", input_shape=(32, 32, 3), labels=("a", "b"),
-                     input_quantization=Quantization(1.0, -128), extra={"note": "x"})
+                     input_quantization=Quantization(1.0, -128), output_activation="softmax", extra={"note": "x"})
 
 
 def test_json_round_trip_is_canonical() -> None:
@@ -29,6 +29,7 @@ def test_json_round_trip_is_canonical() -> None:
         ('{"model": "x"}', "lacks input_shape"),
         ('{"model": "x", "input_shape": [1, 2]}', "malformed"),
         ('{"model": "x", "input_shape": [1, 2, 3], "schema": 99}', "newer"),
+        ('{"model": "x", "input_shape": [1, 2, 3], "output_activation": 5}', "malformed"),
         ('{"model": "x", "input_shape": "__import__(\'os\').system(\'false\')"}', "malformed"),
     ],
 )

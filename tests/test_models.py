@@ -87,6 +87,16 @@ def test_seed_head_and_pooling_options() -> None:
     assert build_resnet("resnet18", (64, 64, 3), include_top=False).output_shape == (None, 2, 2, 512)
 
 
+def test_metadata_says_whether_the_head_outputs_probabilities_or_logits() -> None:
+    from resnet_edge.models.io import describe
+
+    assert describe(build_resnet("resnet18", (32, 32, 3), num_classes=4)).output_activation == "softmax"
+    logits = build_resnet("resnet18", (32, 32, 3), num_classes=4, classifier_activation=None)
+    assert describe(logits).output_activation == "linear"
+    features = build_resnet("resnet18", (32, 32, 3), include_top=False, pooling="avg")
+    assert describe(features).output_activation is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

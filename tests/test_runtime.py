@@ -70,6 +70,26 @@ def test_predict_accepts_every_input_kind(name, every_artifact, sample_folder) -
             predictor.predict(sample_folder, strict=True)
 
 
+def test_a_logits_model_predicts_probabilities_whatever_its_outputs_look_like(tmp_path, digits) -> None:
+    from resnet_edge.export import export
+    from resnet_edge.models import build_resnet
+    from resnet_edge.runtime.base import to_probabilities
+
+    model = build_resnet("resnet18", (32, 32, 3), num_classes=10, classifier_activation=None)
+    path = export(model, "onnx", tmp_path / "logits.onnx", verify=False).path
+    with load(path, device="cpu") as predictor:
+        assert predictor.metadata.output_activation == "linear"
+        logits = predictor(digits.images[:1])[0]
+        (prediction,) = predictor.predict(digits.images[:1], top_k=10).predictions
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(prediction.scores, np.sort(expected)[::-1], rtol=1e-5)
+
+    looks_like_probabilities = np.array([[0.2, 0.3, 0.5]], np.float32)
+    assert to_probabilities(looks_like_probabilities, "softmax") is looks_like_probabilities
+    assert to_probabilities(looks_like_probabilities, None) is looks_like_probabilities  # metadata from before
+    assert not np.allclose(to_probabilities(looks_like_probabilities, "linear"), looks_like_probabilities)
+
+
 def test_raw_call_takes_pixels_and_returns_probabilities(every_artifact, digits) -> None:
     with load(every_artifact["tflite-int8"], device="cpu") as predictor:
         assert predictor.input_spec.dtype == "int8"

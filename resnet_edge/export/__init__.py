@@ -191,6 +191,10 @@ def export(
         model, metadata, source_digest = _load_source(Path(model))
     else:
         metadata, source_digest = describe(model), weights_digest(model)
+    if metadata.output_activation is None:  # a model saved before resnet-edge recorded it
+        from ..models.resnet import output_activation_of
+
+        metadata = metadata.replace(output_activation=output_activation_of(model))
     metadata = metadata.replace(source_sha256=source_digest)
     if calibration is not None:
         calibration = calibration.resized(metadata.input_shape[:2])

@@ -10,7 +10,7 @@ from .. import artifact
 from ..atomic import atomic_path
 from ..errors import InvalidArgumentError, ModelFileError
 from ..metadata import ModelMetadata, tool_versions
-from .resnet import keras, preprocessing_of
+from .resnet import keras, output_activation_of, preprocessing_of
 
 KERAS_SUFFIXES = (".keras", ".h5")
 
@@ -29,6 +29,7 @@ def describe(model, labels: Sequence[str] | None = None) -> ModelMetadata:
         input_shape=input_shape,  # type: ignore[arg-type]
         labels=tuple(str(label) for label in labels),
         preprocessing=preprocessing_of(model),
+        output_activation=output_activation_of(model),
         tools=tool_versions("resnet-edge", "tensorflow", "keras"),
     )
 

@@ -252,6 +252,17 @@ def count_macs(model) -> int:
     return int(total)
 
 
+def output_activation_of(model) -> str | None:
+    """``"softmax"`` when the classifier's output is already probabilities, ``"linear"`` for logits, else None."""
+    if len(model.outputs) != 1 or len(model.output_shape) != 2:
+        return None
+    last = model.layers[-1]
+    if isinstance(last, layers.Softmax):
+        return "softmax"
+    name = getattr(getattr(last, "activation", None), "__name__", None)
+    return name if name in ("softmax", "linear") else None
+
+
 def preprocessing_of(model) -> str:
     for layer in model.layers:
         if isinstance(layer, InputPreprocessing):

@@ -101,9 +101,16 @@ def expand_input(item: Any) -> Iterator[tuple[str, Any]]:
         raise InvalidArgumentError(f"cannot use {type(item).__name__} as an image input")
 
 
-def softmax_if_needed(scores: np.ndarray) -> np.ndarray:
-    """Probabilities as they are; logits (any row outside [0,1] or not summing to 1) through softmax."""
-    if scores.min() >= -1e-3 and scores.max() <= 1.0 + 1e-3 and np.abs(scores.sum(axis=-1) - 1.0).max() <= 0.05:
+def to_probabilities(scores: np.ndarray, output_activation: str | None = None) -> np.ndarray:
+    """A classifier's outputs as probabilities: as they are after a softmax, through one after logits.
+
+    When the artifact does not say (``output_activation`` None: metadata from before it was recorded),
+    rows inside [0, 1] that sum to 1 are taken as probabilities.
+    """
+    if output_activation == "softmax":
+        return scores
+    if output_activation is None and (scores.min() >= -1e-3 and scores.max() <= 1.0 + 1e-3
+                                      and np.abs(scores.sum(axis=-1) - 1.0).max() <= 0.05):
         return scores
     shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -224,7 +231,7 @@ class Predictor:
         return result
 
     def _top_k(self, names: Sequence[str], scores: np.ndarray, top_k: int) -> list[Prediction]:
-        probabilities = softmax_if_needed(scores)
+        probabilities = to_probabilities(scores, self.metadata.output_activation if self.metadata else None)
         best = top_k_indices(probabilities, min(top_k, probabilities.shape[1]))
         labels = self.labels or [str(i) for i in range(probabilities.shape[1])]
         return [
