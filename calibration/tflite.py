@@ -79,7 +79,7 @@ def record_ranges(calibrated: bytes, calibration: CalibrationSet, threads: int |
             values = interpreter.tensor(index)()
             low[slot] = min(low[slot], values.min())
             high[slot] = max(high[slot], values.max())
-            del values
+        del values  # a view into the interpreter blocks the next invoke()
         input_low, input_high = min(input_low, batch.min()), max(input_high, batch.max())
     if shape is None:
         raise ExportError("TFLite int8 calibration needs at least one calibration image")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._memo import KeepLast
 from .data import Dataset
 from .errors import DataError, InvalidArgumentError, ParityError, ResnetEdgeError
 
@@ -212,23 +214,20 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
     return report
 
 
-_last_reference: list[tuple[Any, str, np.ndarray, list[np.ndarray]]] = []
+_reference = KeepLast()  # the last Keras reference outputs
 
 
 def _keras_outputs(model, images: np.ndarray) -> list[np.ndarray]:
     """The Keras model's outputs on ``images``; the last ones are kept, so several formats share one run."""
-    from .export import weights_digest
+    from .export import model_digest
 
-    digest = weights_digest(model)
-    if _last_reference:
-        cached_model, cached_digest, cached_images, outputs = _last_reference[0]
-        if (cached_model is model and cached_digest == digest and cached_images.shape == images.shape
-                and np.array_equal(cached_images, images)):
-            return outputs
-    outputs = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
-    outputs = outputs if isinstance(outputs, list) else [outputs]
-    _last_reference[:] = [(model, digest, images, outputs)]
-    return outputs
+    def run() -> list[np.ndarray]:
+        outputs = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
+        return outputs if isinstance(outputs, list) else [outputs]
+
+    images_digest = hashlib.sha256(np.ascontiguousarray(images)).hexdigest()
+    # id(): this model object only; a reused id matches nothing unless the digest does too
+    return _reference.get((id(model), model_digest(model), images.shape, images.dtype.str, images_digest), run)
 
 
 def _diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._memo import KeepLast
 from ..atomic import atomic_path
 from ..errors import InvalidArgumentError, ModelFileError
 
@@ -128,6 +130,12 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
+def model_digest(model) -> str:
+    """Architecture and weights: a kept conversion or reference output is reused only for the very same model."""
+    config = json.dumps(model.get_config(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(config + weights_digest(model).encode()).hexdigest()
+
+
 def default_output(model_path: str | os.PathLike[str], fmt: ExportFormat) -> Path:
     """Where an export goes by default: beside the model, ``model.onnx``, ``model_int8.tflite``, ``model_trt.engine``."""
     model_path = Path(model_path)
@@ -135,7 +143,7 @@ def default_output(model_path: str | os.PathLike[str], fmt: ExportFormat) -> Pat
     return model_path.with_name(f"{model_path.stem}{'_' + variant if variant else ''}{fmt.suffix}")
 
 
-_loaded: dict[tuple[str, int, int], tuple[Any, Any, str]] = {}  # the last Keras file only: models can be large
+_loaded = KeepLast()  # the last Keras file: (model, metadata, sha256)
 
 
 def _load_source(path: Path) -> tuple[Any, Any, str]:
@@ -146,13 +154,8 @@ def _load_source(path: Path) -> tuple[Any, Any, str]:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key not in _loaded:
-        _loaded.clear()
-        digest = sha256_file(path)
-        model, metadata = load_model(path)
-        _loaded[key] = (model, metadata, digest)
-    return _loaded[key]
+    return _loaded.get((str(path.resolve()), stat.st_mtime_ns, stat.st_size),
+                       lambda: (*load_model(path), sha256_file(path)))
 
 
 def converter(fmt: ExportFormat) -> Callable[[ExportJob], Any]:

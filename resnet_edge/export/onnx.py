@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -12,10 +11,11 @@ from pathlib import Path
 
 from .. import artifact
 from .._lazy import import_tensorflow, lazy_import
+from .._memo import KeepLast
 from .._quiet import quiet
 from ..errors import ExportError, InvalidArgumentError
 from ..metadata import ModelMetadata, tool_versions
-from . import ExportJob
+from . import ExportJob, model_digest
 
 OPSETS = range(13, 19)
 INPUT_NAME = "input"
@@ -23,15 +23,7 @@ ONNX_TOOLS = ("resnet-edge", "tensorflow", "keras", "tf2onnx", "onnx")
 CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
 
 
-_converted: dict[tuple[str, int], bytes] = {}  # the last conversion only: models can be large
-
-
-def _model_digest(model) -> str:
-    """Architecture and weights, so a cached conversion is only reused for the very same model."""
-    from . import weights_digest
-
-    config = json.dumps(model.get_config(), sort_keys=True, default=str).encode()
-    return hashlib.sha256(config + weights_digest(model).encode()).hexdigest()
+_converted = KeepLast()  # the last tf2onnx conversion, serialized
 
 
 def to_onnx_proto(model, opset: int):
@@ -43,9 +35,11 @@ def to_onnx_proto(model, opset: int):
     if opset not in OPSETS:
         raise InvalidArgumentError(f"opset must be between {OPSETS.start} and {OPSETS.stop - 1}, got {opset}")
     onnx = lazy_import("onnx", extra="export")
-    key = (_model_digest(model), opset)
-    if key in _converted:
-        return onnx.ModelProto.FromString(_converted[key])
+    serialized = _converted.get((model_digest(model), opset), lambda: _convert(model, opset))
+    return onnx.ModelProto.FromString(serialized)
+
+
+def _convert(model, opset: int) -> bytes:
     tf = import_tensorflow()
     tf2onnx = lazy_import("tf2onnx", extra="export")
     height, width, channels = (int(v) for v in model.input_shape[1:])
@@ -60,9 +54,7 @@ def to_onnx_proto(model, opset: int):
     except Exception as exc:
         raise ExportError(f"tf2onnx could not convert {model.name}: {type(exc).__name__}: {str(exc)[:200]}") from exc
     canonicalize_names(proto)
-    _converted.clear()
-    _converted[key] = proto.SerializeToString()
-    return proto
+    return proto.SerializeToString()
 
 
 @contextlib.contextmanager

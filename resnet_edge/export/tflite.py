@@ -92,4 +92,3 @@ def convert(job: ExportJob) -> ModelMetadata:
     )
     job.output.write_bytes(artifact.embed_tflite(flatbuffer, metadata))
     return metadata
-
