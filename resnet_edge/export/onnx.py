@@ -39,6 +39,44 @@ def to_onnx_proto(model, opset: int):
     return onnx.ModelProto.FromString(serialized)
 
 
+def to_logits_proto(model, opset: int):
+    """The classifier as ONNX ending in logits: the shared conversion with its final Softmax node removed.
+
+    Cutting the converted graph reuses the conversion the other ONNX formats already made; a graph that
+    does not end in a last-axis Softmax is converted from ``logits_model`` instead.
+    """
+    proto = to_onnx_proto(model, opset)
+    if _strip_softmax(proto):
+        return proto
+    from ..models.resnet import logits_model
+
+    return to_onnx_proto(logits_model(model), opset)
+
+
+def _strip_softmax(proto) -> bool:
+    """Make the Softmax that produces the only graph output produce nothing: its input takes the output's name."""
+    graph = proto.graph
+    if len(graph.output) != 1:
+        return False
+    name = graph.output[0].name
+    softmax = next((node for node in graph.node if name in node.output), None)
+    if softmax is None or softmax.op_type != "Softmax":
+        return False
+    axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
+    rank = len(graph.output[0].type.tensor_type.shape.dim)
+    if axis not in (-1, rank - 1):
+        return False
+    logits = softmax.input[0]
+    graph.node.remove(softmax)
+    for node in graph.node:
+        node.output[:] = [name if o == logits else o for o in node.output]
+        node.input[:] = [name if i == logits else i for i in node.input]
+    kept = [info for info in graph.value_info if info.name != logits]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    return True
+
+
 def _convert(model, opset: int) -> bytes:
     tf = import_tensorflow()
     tf2onnx = lazy_import("tf2onnx", extra="export")

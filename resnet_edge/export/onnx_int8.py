@@ -1,5 +1,9 @@
 """ONNX Runtime static quantization (QDQ, per-channel int8 weights), calibrated on a CalibrationSet.
 
+A classifier's final softmax is left out of the graph (it ends in float logits after the last DQ; the
+Predictor applies the softmax) unless ``int8_softmax``; ``float_layers`` names Keras layers whose nodes
+stay unquantized (the accuracy-budget fallback).
+
 ``scheme="cpu"``: uint8 activations + int8 weights (U8S8), the combination ONNX Runtime fuses on x86.
 ``scheme="trt"``: symmetric int8 activations and weights, zero-points 0, float biases: what TensorRT's
 explicit quantization takes, so the Q/DQ file is also the TensorRT int8 calibration cache.
@@ -14,14 +18,15 @@ from .._lazy import lazy_import
 from .._quiet import quiet
 from ..errors import ExportError, InvalidArgumentError, ResnetEdgeError
 from ..metadata import ModelMetadata, tool_versions
-from . import ExportJob
-from .onnx import INPUT_NAME, ONNX_TOOLS, save_onnx, to_onnx_proto
+from . import ExportJob, calibration_extra
+from .onnx import INPUT_NAME, ONNX_TOOLS, save_onnx, to_logits_proto, to_onnx_proto
 
 SCHEMES = ("cpu", "trt")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
-def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, method: str) -> None:
+def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, method: str,
+                  float_layers: tuple[str, ...] = ()) -> None:
     """Pre-process (shape inference, fusions) and statically quantize ``source`` into ``target``."""
     lazy_import("sympy", extra="export")  # quant_pre_process needs it; onnxruntime does not install it
     quantization = lazy_import("onnxruntime.quantization", extra="onnxruntime")
@@ -38,6 +43,7 @@ def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, metho
         with quiet():
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
             write_calibration_cache(prepared, job.calibration, INPUT_NAME, methods[method], cache)
+        excluded = nodes_of_layers(prepared, job.model, float_layers) if float_layers else None
         quantization.quantize_static(
             str(prepared),
             str(target),
@@ -47,6 +53,7 @@ def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, metho
             activation_type=quantization.QuantType.QInt8 if symmetric else quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=methods[method],
+            nodes_to_exclude=excluded,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric},
         )
     except (ResnetEdgeError, KeyboardInterrupt):
@@ -55,24 +62,37 @@ def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, metho
         raise ExportError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}"[:300]) from exc
 
 
+def nodes_of_layers(path: Path, model, float_layers: tuple[str, ...]) -> list[str]:
+    """Names of the nodes of the ONNX at ``path`` that compute the given Keras layers."""
+    from ..layerwise import keras_layers, layer_of
+
+    onnx = lazy_import("onnx", extra="export")
+    layers = keras_layers(model)
+    wanted = set(float_layers)
+    return [node.name for node in onnx.load(str(path)).graph.node
+            if any(layer_of(name, layers) in wanted for name in node.output)]
+
+
 def convert(job: ExportJob) -> ModelMetadata:
     onnx = lazy_import("onnx", extra="export")
     scheme, method, opset = job.options["scheme"], job.options["calib_method"], int(job.options["opset"])
+    float_layers = tuple(job.options.get("float_layers") or ())
+    logits = not job.options.get("int8_softmax") and job.metadata.output_activation == "softmax"
     if scheme not in SCHEMES:
         raise InvalidArgumentError(f"--scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
     if method not in CALIB_METHODS:
         raise InvalidArgumentError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not {method!r}")
     job.progress(f"converting {job.metadata.model} to ONNX (opset {opset})")
-    proto = to_onnx_proto(job.model, opset)
+    proto = to_logits_proto(job.model, opset) if logits else to_onnx_proto(job.model, opset)
     with tempfile.TemporaryDirectory(prefix="resnet-edge-int8-") as workdir:
         source, target = Path(workdir) / "fp32.onnx", Path(workdir) / "int8.onnx"
         onnx.save(proto, str(source))
         job.progress(f"calibrating ONNX int8 ({scheme} scheme, {method}) on {len(job.calibration)} images")
-        quantize_onnx(source, target, job, scheme, method)
+        quantize_onnx(source, target, job, scheme, method, float_layers)
         quantized = onnx.load(str(target))
     metadata = job.metadata.replace(
         format="onnx-int8", precision="int8", tools=tool_versions(*ONNX_TOOLS, "onnxruntime"),
-        extra={"opset": opset, "scheme": scheme, "calib_method": method, "calibration_images": len(job.calibration),
-               "calibration_source": job.calibration.source},
+        output_activation="linear" if logits else job.metadata.output_activation,
+        extra={"opset": opset, "scheme": scheme, "calib_method": method, **calibration_extra(job, float_layers)},
     )
     return save_onnx(quantized, metadata, job.output)

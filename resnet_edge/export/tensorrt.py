@@ -131,7 +131,8 @@ def _export_onnx(job: ExportJob, precision: str, path: Path) -> ModelMetadata:
     if precision == "int8":
         if job.calibration is None:
             raise InvalidArgumentError("TensorRT int8 needs calibration data: pass --calib-data DIR|digits|FILE.npy")
-        given.update(scheme=INT8_SCHEME, calib_method=job.options.get("calib_method"))
+        given.update(scheme=INT8_SCHEME, calib_method=job.options.get("calib_method"),
+                     int8_softmax=job.options.get("int8_softmax"), float_layers=job.options.get("float_layers"))
     onnx_job = ExportJob(job.model, job.metadata, path, fmt, resolve_options(fmt, given), job.calibration,
                          job.progress)
     job.progress(f"exporting {fmt.name} as the TensorRT source")
@@ -240,6 +241,7 @@ def convert(job: ExportJob) -> ModelMetadata:
         input_dtype=onnx_metadata.input_dtype,
         input_quantization=onnx_metadata.input_quantization,
         output_quantization=onnx_metadata.output_quantization,
+        output_activation=onnx_metadata.output_activation,
         extra=extra,
         tools=tools,
     )

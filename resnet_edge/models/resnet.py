@@ -263,6 +263,24 @@ def output_activation_of(model) -> str | None:
     return name if name in ("softmax", "linear") else None
 
 
+def logits_model(model):
+    """The classifier cut before its final softmax (same layers, names and weights), or None if it has none.
+
+    Handles a ``Softmax`` layer at the end and a last layer with ``activation="softmax"`` (this project's
+    heads and ``keras.applications``'); int8 artifacts are built from it so the softmax stays in float.
+    """
+    if output_activation_of(model) != "softmax":
+        return None
+    last = model.layers[-1]
+    if isinstance(last, layers.Softmax):
+        return keras.Model(model.inputs, last.input, name=model.name)
+    config = {**last.get_config(), "activation": "linear"}
+    head = type(last).from_config(config)
+    outputs = head(last.input)
+    head.set_weights(last.get_weights())
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
 def preprocessing_of(model) -> str:
     for layer in model.layers:
         if isinstance(layer, InputPreprocessing):
