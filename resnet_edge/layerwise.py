@@ -96,7 +96,8 @@ def layer_errors(model, artifact_path: str | os.PathLike[str], images: np.ndarra
     model_shape = tuple(int(v) for v in model.input_shape[1:])
     if images.ndim != 4 or tuple(images.shape[1:]) != model_shape:
         raise DataError(f"images of shape {images.shape[1:]} do not fit the model's input {model_shape}")
-    layers = _keras_layers(model)
+    model = _matching(model, path)
+    layers = keras_layers(model)
     if not layers or not len(images):
         return {}
     suffix = path.suffix.lower()
@@ -112,7 +113,19 @@ def layer_errors(model, artifact_path: str | os.PathLike[str], images: np.ndarra
     return _compare(model, layers, artifact, images)
 
 
-def _keras_layers(model) -> dict[str, int]:
+def _matching(model, path: Path):
+    """The model cut before its softmax when the artifact outputs logits, so its last layer compares like with like."""
+    from .artifact import read_metadata
+    from .parity import matching_reference
+
+    try:
+        metadata = read_metadata(path)
+    except ModelFileError:
+        return model
+    return matching_reference(model, metadata.output_activation if metadata else None)
+
+
+def keras_layers(model) -> dict[str, int]:
     """Names of the layers with one float output, by position in the model (a topological order)."""
     found: dict[str, int] = {}
     for position, layer in enumerate(model.layers):
@@ -340,7 +353,7 @@ def _choose(names: list[str], reference: list[np.ndarray], candidates: dict[str,
 
 def _added_errors(model, errors: dict[str, float]) -> dict[str, float]:
     """Each layer's error minus the worst error among its nearest compared ancestors (floored at 0)."""
-    parents = _parents(model)
+    parents = layer_parents(model)
     added: dict[str, float] = {}
     for name, error in errors.items():
         inherited = max((errors[a] for a in _nearest(name, parents, errors)), default=0.0)
@@ -348,7 +361,7 @@ def _added_errors(model, errors: dict[str, float]) -> dict[str, float]:
     return added
 
 
-def _parents(model) -> dict[str, list[str]]:
+def layer_parents(model) -> dict[str, list[str]]:
     parents: dict[str, list[str]] = {}
     for layer in model.layers:
         try:

@@ -16,30 +16,46 @@ import numpy as np
 from ._memo import KeepLast
 from .data import Dataset
 from .errors import DataError, InvalidArgumentError, ParityError, ResnetEdgeError
+from .runtime.base import to_probabilities
 
 DIAGNOSIS_IMAGES = 32
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Pass bounds for one precision: ``max_abs <= atol + rtol * max|reference|`` and agreement floors."""
+    """Pass bounds for one precision.
+
+    ``max_abs <= atol + rtol * scale`` (scale: max|reference|, or the reference's logit range when logits are
+    compared); cosine similarity per image, averaged, at least ``min_cosine`` (``min_logit_cosine`` for
+    logits, each row centred first since a softmax ignores a constant shift); top-1 agreement at least
+    ``min_top1`` on the *decisive* images, those whose float top-1 margin exceeds ``DECISIVE_NOISE`` times
+    the RMS output error: on the rest the float model itself is a coin toss at this precision's noise.
+    """
 
     atol: float | None
     rtol: float
     min_top1: float
     min_cosine: float
+    min_logit_cosine: float | None = None
+    decisive_margin: float = 0.0
+
+    def cosine_floor(self, logits: bool) -> float:
+        return self.min_logit_cosine if logits and self.min_logit_cosine is not None else self.min_cosine
 
     def describe(self) -> str:
-        parts = [f"top-1 ≥ {self.min_top1:.0%}", f"cos ≥ {self.min_cosine}"]
+        parts = [f"top-1 ≥ {self.min_top1:.0%} where the margin > {self.decisive_margin:g}·scale", f"cos ≥ {self.min_cosine}"]
+        if self.min_logit_cosine is not None:
+            parts.append(f"logit cos ≥ {self.min_logit_cosine}")
         if self.atol is not None:
             parts.insert(0, f"|err| ≤ {self.atol:g} + {self.rtol:g}·|ref|")
         return ", ".join(parts)
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1=0.99, min_cosine=0.9999),
-    "fp16": Tolerance(atol=1e-2, rtol=2e-2, min_top1=0.99, min_cosine=0.999),
-    "int8": Tolerance(atol=None, rtol=0.0, min_top1=0.99, min_cosine=0.95),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1=0.99, min_cosine=0.9999, decisive_margin=1e-3),
+    "fp16": Tolerance(atol=1e-2, rtol=2e-2, min_top1=0.99, min_cosine=0.999, decisive_margin=0.01),
+    "int8": Tolerance(atol=None, rtol=0.0, min_top1=0.99, min_cosine=0.95, min_logit_cosine=0.99,
+                      decisive_margin=0.02),
 }
 
 
@@ -59,6 +75,11 @@ class ParityReport:
     reference_accuracy: float | None
     candidate_accuracy: float | None
     tolerance: Tolerance
+    compared: str = "outputs"
+    decisive: int | None = None
+    decisive_top1: float | None = None
+    top5_overlap: float | None = None
+    calibration_images: int | None = None
     failures: list[str] = field(default_factory=list)
     worst_layers: list[tuple[str, float]] = field(default_factory=list)
 
@@ -77,10 +98,16 @@ class ParityReport:
 
     def line(self) -> str:
         """One human-readable line: the figures and the verdict."""
-        parts = [f"{self.name}: {'PASS' if self.passed else 'FAIL'} ({self.precision}, n={self.samples})",
-                 f"max|err| {self.max_abs:.3g}", f"mean|err| {self.mean_abs:.3g}", f"cos {self.cosine:.6f}"]
+        calibrated = f", calib {self.calibration_images}" if self.calibration_images else ""
+        what = " (logits)" if self.compared == "logits" else ""
+        parts = [f"{self.name}: {'PASS' if self.passed else 'FAIL'} ({self.precision}, n={self.samples}{calibrated})",
+                 f"max|err|{what} {self.max_abs:.3g}", f"mean|err| {self.mean_abs:.3g}", f"cos{what} {self.cosine:.6f}"]
         if self.top1_agreement is not None:
-            parts.append(f"top-1 agree {self.top1_agreement:.2%}")
+            decisive = ""
+            if self.decisive is not None and self.decisive < self.samples:
+                decisive = (f" ({self.decisive_top1:.2%} of {self.decisive} decisive)" if self.decisive
+                            else " (no decisive image)")
+            parts.append(f"top-1 agree {self.top1_agreement:.2%}{decisive}")
         if self.candidate_accuracy is not None and self.accuracy_delta is not None:
             parts.append(f"acc {self.candidate_accuracy:.2%} (Δ {self.accuracy_delta:+.2%})")
         if self.failures:
@@ -113,14 +140,25 @@ def row_cosine(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return np.where(both_zero, 1.0, cosine)
 
 
+def _centred(rows: np.ndarray) -> np.ndarray:
+    return rows - rows.mean(axis=1, keepdims=True)
+
+
 def compare_outputs(
     reference: Sequence[np.ndarray],
     candidate: Sequence[np.ndarray],
     precision: str,
     labels: np.ndarray | None = None,
     name: str = "candidate",
+    *,
+    logits: bool = False,
+    calibration_images: int | None = None,
 ) -> ParityReport:
-    """Metrics and verdict from two runs' outputs (lists of arrays, one per model output)."""
+    """Metrics and verdict from two runs' outputs (lists of arrays, one per model output).
+
+    ``logits``: both sides are a classifier's logits; errors are then relative to the reference's logit
+    range and the cosine is taken on centred rows (see ``Tolerance``).
+    """
     if len(reference) != len(candidate) or any(r.shape != c.shape for r, c in zip(reference, candidate, strict=True)):
         raise DataError(
             f"{name}: outputs do not match the reference's shapes "
@@ -131,33 +169,50 @@ def compare_outputs(
     tolerance = TOLERANCES[precision]
     ref, cand = _flat(reference), _flat(candidate)
     error = np.abs(ref - cand)
-    scale = np.maximum(np.abs(ref).max(), 1e-12)
-    cosine = float(np.mean(row_cosine(ref, cand)))
-    top1 = top5 = ref_acc = cand_acc = None
-    classifier = len(reference) == 1 and reference[0].ndim == 2
-    if classifier:
-        ref_best, cand_best = np.argmax(reference[0], axis=1), np.argmax(candidate[0], axis=1)
-        top1 = float(np.mean(ref_best == cand_best))
-        k = min(5, reference[0].shape[1])
-        cand_top = np.argsort(-candidate[0], axis=1)[:, :k]
-        top5 = float(np.mean((cand_top == ref_best[:, None]).any(axis=1)))
-        if labels is not None:
-            ref_acc, cand_acc = float(np.mean(ref_best == labels)), float(np.mean(cand_best == labels))
+    classifier = len(reference) == 1 and reference[0].ndim == 2 and reference[0].shape[1] > 1
+    logits = logits and classifier
+    scale = max(float(np.ptp(ref)) if logits else float(np.abs(ref).max()), 1e-12)
+    cosine = float(np.mean(row_cosine(_centred(ref), _centred(cand)) if logits else row_cosine(ref, cand)))
     report = ParityReport(
         name=name, precision=precision, samples=len(ref),
         max_abs=float(error.max()), mean_abs=float(error.mean()), max_rel=float(error.max() / scale),
-        cosine=cosine, top1_agreement=top1, top5_agreement=top5,
-        reference_accuracy=ref_acc, candidate_accuracy=cand_acc, tolerance=tolerance,
+        cosine=cosine, top1_agreement=None, top5_agreement=None, reference_accuracy=None, candidate_accuracy=None,
+        tolerance=tolerance, compared="logits" if logits else "outputs", calibration_images=calibration_images,
     )
+    if classifier:
+        _agreement(report, reference[0].astype(np.float64), candidate[0].astype(np.float64), labels,
+                   tolerance.decisive_margin * scale)
     if not np.isfinite(cand).all():
         report.failures.append("non-finite outputs")
     if tolerance.atol is not None and report.max_abs > tolerance.atol + tolerance.rtol * scale:
         report.failures.append(f"max|err| {report.max_abs:.3g} > {tolerance.atol + tolerance.rtol * scale:.3g}")
-    if top1 is not None and top1 < tolerance.min_top1:
-        report.failures.append(f"top-1 agreement {top1:.2%} < {tolerance.min_top1:.0%}")
-    if cosine < tolerance.min_cosine:
-        report.failures.append(f"cosine {cosine:.4f} < {tolerance.min_cosine}")
+    if report.decisive and report.decisive_top1 < tolerance.min_top1:
+        report.failures.append(f"top-1 agreement {report.decisive_top1:.2%} < {tolerance.min_top1:.0%} "
+                               f"on {report.decisive} decisive images")
+    floor = tolerance.cosine_floor(logits)
+    if cosine < floor:
+        report.failures.append(f"cosine{' (logits)' if logits else ''} {cosine:.4f} < {floor}")
     return report
+
+
+def _agreement(report: ParityReport, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None,
+               noise: float) -> None:
+    """Top-1/top-5 agreement, the decisive subset (float margin above ``noise``) and the top-5 overlap."""
+    ref_best, cand_best = np.argmax(reference, axis=1), np.argmax(candidate, axis=1)
+    agree = ref_best == cand_best
+    two_best = np.partition(reference, -2, axis=1)[:, -2:]
+    decisive = (two_best[:, 1] - two_best[:, 0]) > noise
+    k = min(5, reference.shape[1])
+    ref_top = np.argpartition(-reference, k - 1, axis=1)[:, :k]
+    cand_top = np.argpartition(-candidate, k - 1, axis=1)[:, :k]
+    report.top1_agreement = float(np.mean(agree))
+    report.top5_agreement = float(np.mean((cand_top == ref_best[:, None]).any(axis=1)))
+    report.top5_overlap = float(np.mean([len(set(r) & set(c)) / k for r, c in zip(ref_top, cand_top, strict=True)]))
+    report.decisive = int(decisive.sum())
+    report.decisive_top1 = float(np.mean(agree[decisive])) if decisive.any() else None
+    if labels is not None:
+        report.reference_accuracy = float(np.mean(ref_best == labels))
+        report.candidate_accuracy = float(np.mean(cand_best == labels))
 
 
 def run_outputs(predictor, images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
@@ -175,21 +230,34 @@ def compare(
     """Run ``reference`` and ``candidate`` Predictors on the same images and compare their outputs.
 
     ``precision`` defaults to the candidate's metadata; ``reference_outputs`` replaces the reference run
-    (outputs saved on another machine with ``save_reference``; ``reference`` may then be None).
+    (outputs saved on another machine with ``save_reference``; ``reference`` may then be None). A candidate
+    that outputs logits is compared with the Keras model's logits when the reference is a Keras model, else
+    through a softmax with the reference's probabilities.
     """
     spec = candidate.input_spec
     data = data.resized((spec.height, spec.width))
+    metadata = candidate.metadata
     if precision is None:
-        precision = candidate.metadata.precision if candidate.metadata else "fp32"
+        precision = metadata.precision if metadata else "fp32"
+    candidate_outputs = run_outputs(candidate, data.images, batch_size)
+    activation = metadata.output_activation if metadata else None
+    keras_model = getattr(getattr(reference, "backend", None), "model", None)
+    if keras_model is not None:
+        keras_model = matching_reference(keras_model, activation)
     if reference_outputs is None:
         reference_outputs = run_outputs(reference, data.images, batch_size)
     elif len(reference_outputs[0]) != len(data):
         raise DataError(f"saved reference outputs cover {len(reference_outputs[0])} images, the data has {len(data)}")
-    candidate_outputs = run_outputs(candidate, data.images, batch_size)
-    model_labels = candidate.metadata.labels if candidate.metadata else ()
+    logits = activation == "linear"
+    if logits and _are_probabilities(reference_outputs):
+        if keras_model is not None:
+            reference_outputs = _keras_outputs(keras_model, data.images)
+        else:
+            candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
+    model_labels = metadata.labels if metadata else ()
     labels = data.labels if labels_match(data, reference_outputs, model_labels) else None
-    report = compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name)
-    keras_model = getattr(getattr(reference, "backend", None), "model", None)
+    report = compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name,
+                             logits=logits, calibration_images=calibration_images_of(metadata))
     if keras_model is not None:
         _diagnose(report, keras_model, Path(candidate.path), data.images)
     return report
@@ -205,13 +273,43 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
     if data is None:
         data = load_digits((height, width))
     data = data.sample(count).resized((height, width))
-    keras_outputs = _keras_outputs(model, data.images)
     with load(artifact_path, device="auto") as candidate:
         candidate_outputs = run_outputs(candidate, data.images)
+        metadata = candidate.metadata
+    activation = metadata.output_activation if metadata else None
+    reference_model = matching_reference(model, activation)
+    keras_outputs = _keras_outputs(reference_model, data.images)
     labels = data.labels if labels_match(data, keras_outputs) else None
-    report = compare_outputs(keras_outputs, candidate_outputs, precision, labels, label)
-    _diagnose(report, model, Path(artifact_path), data.images)
+    report = compare_outputs(keras_outputs, candidate_outputs, precision, labels, label, logits=activation == "linear",
+                             calibration_images=calibration_images_of(metadata))
+    _diagnose(report, reference_model, Path(artifact_path), data.images)
     return report
+
+
+def calibration_images_of(metadata) -> int | None:
+    count = metadata.extra.get("calibration_images") if metadata is not None else None
+    return int(count) if isinstance(count, int) else None
+
+
+def _are_probabilities(outputs: list[np.ndarray]) -> bool:
+    """A classifier output whose rows are inside [0, 1] and sum to 1."""
+    if len(outputs) != 1 or outputs[0].ndim != 2:
+        return False
+    rows = outputs[0]
+    return bool(rows.min() >= -1e-3 and rows.max() <= 1 + 1e-3 and np.abs(rows.sum(axis=1) - 1).max() <= 0.05)
+
+
+_logits_models = KeepLast()  # the last Keras model cut before its softmax
+
+
+def matching_reference(model, activation: str | None):
+    """The Keras model whose outputs are like an artifact's: cut before its softmax when the artifact gives logits."""
+    from .export import model_digest
+    from .models.resnet import logits_model, output_activation_of
+
+    if activation != "linear" or output_activation_of(model) != "softmax":
+        return model
+    return _logits_models.get((id(model), model_digest(model)), lambda: logits_model(model))
 
 
 _reference = KeepLast()  # the last Keras reference outputs

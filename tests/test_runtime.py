@@ -90,12 +90,16 @@ def test_a_logits_model_predicts_probabilities_whatever_its_outputs_look_like(tm
     assert not np.allclose(to_probabilities(looks_like_probabilities, "linear"), looks_like_probabilities)
 
 
-def test_raw_call_takes_pixels_and_returns_probabilities(every_artifact, digits) -> None:
+def test_raw_call_takes_pixels_and_returns_the_int8_logits(every_artifact, digits) -> None:
     with load(every_artifact["tflite-int8"], device="cpu") as predictor:
-        assert predictor.input_spec.dtype == "int8"
+        assert predictor.input_spec.dtype == "int8" and predictor.metadata.output_activation == "linear"
         outputs = predictor(digits.images[:7])
         assert outputs.shape == (7, 10) and outputs.dtype == np.float32
-        np.testing.assert_allclose(outputs.sum(axis=1), 1.0, atol=0.05)
+        assert outputs.min() < 0 or outputs.max() > 1  # logits, not probabilities
+        run = predictor.predict(digits.images[:7], top_k=10)
+        for prediction, logits in zip(run.predictions, outputs, strict=True):
+            assert prediction.indices[0] == int(np.argmax(logits))
+            assert sum(prediction.scores) == pytest.approx(1.0, abs=1e-5)
         with pytest.raises(DataError, match="expected an NHWC batch"):
             predictor(np.zeros((2, 16, 16, 3), np.uint8))
 
