@@ -223,11 +223,18 @@ def export(
     dla_core: Annotated[int | None, typer.Option(help="trt: DLA core (Jetson), with GPU fallback.")] = None,
     timing_cache: Annotated[Path | None, typer.Option(help="trt: timing cache file (read and updated).")] = None,
     hardware_compatibility: Annotated[bool | None, typer.Option("--hardware-compatibility", help="trt: Ampere+ compatible engine.")] = None,
+    int8_softmax: Annotated[bool | None, typer.Option("--int8-softmax", help="int8: keep the classifier's softmax in the integer graph (int8 probabilities) instead of logits out.")] = None,
+    float_layers: Annotated[str | None, typer.Option(help="int8: Keras layers to keep in float, comma-separated.")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="int8: accuracy budget in percentage points; layers losing the most are kept float until it is met.")] = None,
+    max_float_layers: Annotated[int, typer.Option(min=1, help="With --max-drop: most layers kept in float.")] = 12,
+    keep_best: Annotated[bool, typer.Option(help="With --max-drop: write the best artifact even when the budget is not met (exit code stays 2).")] = False,
+    calib_report: Annotated[bool, typer.Option(help="int8: also calibrate on half the set and show how agreement and ranges change.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Export a Keras model; the artifact is written atomically, carries its metadata and is verified."""
     from .export import default_output, resolve_format, resolve_options
     from .export import export as run_export
+    from .fallback import AccuracyBudget
 
     chosen = [resolve_format(name) for name in formats.split(",") if name.strip()]
     if not chosen:
@@ -235,7 +242,14 @@ def export(
     given = {"opset": opset, "scheme": scheme, "calib_method": calib_method, "io": io, "precision": precision,
              "workspace": workspace, "batch": batch, "dla_core": dla_core,
              "timing_cache": None if timing_cache is None else str(timing_cache),
-             "hardware_compatibility": hardware_compatibility}
+             "hardware_compatibility": hardware_compatibility, "int8_softmax": int8_softmax,
+             "float_layers": None if float_layers is None else tuple(n.strip() for n in float_layers.split(",") if n.strip())}
+    if max_drop is None and (keep_best or max_float_layers != 12):
+        raise InvalidArgumentError("--keep-best and --max-float-layers apply only with --max-drop")
+    budget = None if max_drop is None else AccuracyBudget(max_drop, max_float_layers, keep_best)
+    if (budget is not None or calib_report) and not all(f.calibrated for f in chosen):
+        flag = "--max-drop" if budget is not None else "--calib-report"
+        raise InvalidArgumentError(f"{flag} applies to onnx-int8 and tflite-int8, not {', '.join(f.name for f in chosen if not f.calibrated)}")
     if len(chosen) == 1:
         resolve_options(chosen[0], given)
     else:
@@ -261,10 +275,23 @@ def export(
         target = out_path / default.name if to_folder else out_path or default
         options = {k: v for k, v in given.items() if k in fmt.options}
         result = run_export(model, fmt.name, target, calibration=calibration, verify=verify, verify_data=verify_set,
-                            progress=None if as_json else say, **options)
-        summaries.append(result.summary())
+                            budget=budget, progress=None if as_json else say, **options)
+        summary = result.summary()
         if not as_json:
             out.print(f"[green]✓[/green] {fmt.name}: {target} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s)")
+        if calib_report:
+            from .calib_report import calibration_report
+
+            if result.parity is None:
+                raise InvalidArgumentError("--calib-report needs verification; drop --no-verify")
+            if not as_json:
+                say(f"{fmt.name}: calibrating again on half of the {len(calibration)} images")
+            report = calibration_report(model, fmt.name, target, result.parity, calibration, verify_set, **options)
+            summary["calibration_report"] = report.to_dict()
+            if not as_json:
+                for line in report.lines():
+                    out.print(f"  {line}")
+        summaries.append(summary)
     if as_json:
         print_json(summaries[0] if len(summaries) == 1 else summaries)
 
@@ -427,12 +454,15 @@ def parity(
 
 
 def _print_parity(reports) -> None:
-    table = Table("artifact", "precision", "status", "max|err|", "mean|err|", "cosine", "top-1", "top-5", "accuracy (Δ)")
+    table = Table("artifact", "precision", "calib", "status", "compared", "max|err|", "mean|err|", "cosine", "top-1",
+                  "top-1 decisive", "top-5", "accuracy (Δ)")
     for r in reports:
         accuracy = "–" if r.candidate_accuracy is None else f"{r.candidate_accuracy:.2%} ({r.accuracy_delta:+.2%})"
+        decisive = "–" if r.decisive_top1 is None else f"{r.decisive_top1:.2%} of {r.decisive}"
         table.add_row(
-            r.name, r.precision, "[green]pass[/green]" if r else "[red]FAIL[/red]", f"{r.max_abs:.3g}",
-            f"{r.mean_abs:.3g}", f"{r.cosine:.6f}", "–" if r.top1_agreement is None else f"{r.top1_agreement:.2%}",
+            r.name, r.precision, str(r.calibration_images or "–"), "[green]pass[/green]" if r else "[red]FAIL[/red]",
+            r.compared, f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}", f"{r.cosine:.6f}",
+            "–" if r.top1_agreement is None else f"{r.top1_agreement:.2%}", decisive,
             "–" if r.top5_agreement is None else f"{r.top5_agreement:.2%}", accuracy,
         )
     out.print(table)

@@ -42,6 +42,10 @@ def test_export_option_errors(trained_model_path, tmp_path) -> None:
         (["--format", "tflite", "--precision", "fp16"], "--precision does not apply to tflite"),
         (["--format", "tflite-int8"], "--calib-data"),
         (["--format", "onnx-int8", "--calib-data", "/nope"], "no such folder"),
+        (["--format", "onnx", "--max-drop", "1"], "--max-drop applies to onnx-int8 and tflite-int8, not onnx"),
+        (["--format", "onnx-int8", "--calib-data", "digits", "--keep-best"], "only with --max-drop"),
+        (["--format", "tflite-int8", "--calib-data", "digits", "--max-drop", "120"], "percentage from 0 to 100"),
+        (["--format", "tflite", "--int8-softmax"], "--int8-softmax does not apply to tflite"),
     ]:
         result = cli("export", str(trained_model_path), "--out", str(target), *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
@@ -96,3 +100,16 @@ def test_parity_exit_code_when_an_artifact_fails(trained_model_path, tmp_path) -
     result = cli("parity", str(trained_model_path), str(wrong), "--n", "100")
     assert result.returncode == 1
     assert "FAIL" in result.stdout and "top-1 agreement" in result.stdout
+
+
+def test_export_with_a_budget_and_a_calibration_report(trained_model_path, tmp_path) -> None:
+    target = tmp_path / "m.tflite"
+    result = cli("export", str(trained_model_path), "--format", "tflite-int8", "--calib-data", "digits",
+                 "--calib-count", "120", "--max-drop", "1", "--calib-report", "--out", str(target), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["parity"]["passed"] and summary["parity"]["calibration_images"] == 120
+    assert summary["fallback"] == {"float_layers": [], "rounds": 0, "met": True, "int8_p50_ms": None,
+                                   "final_p50_ms": None}  # a healthy model needs no float layer
+    report = summary["calibration_report"]
+    assert report["half_images"] == 60 and report["full_images"] == 120 and report["tensors"] > 20

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._memo import KeepLast
 from ..atomic import atomic_path
-from ..errors import InvalidArgumentError, ModelFileError
+from ..errors import InvalidArgumentError, ModelFileError, ParityError
 
 Progress = Callable[[str], None]
 
@@ -43,9 +43,10 @@ class ExportFormat:
 
 
 _ONNX = {"opset": 17}
-_INT8_ONNX = {**_ONNX, "scheme": "cpu", "calib_method": "minmax"}
+_INT8 = {"int8_softmax": False, "float_layers": ()}  # logits out of the integer graph; layers kept float
+_INT8_ONNX = {**_ONNX, **_INT8, "scheme": "cpu", "calib_method": "minmax"}
 _TRT = {"precision": "fp32", "workspace": 4096, "batch": "1,1,1", "dla_core": None,
-        "timing_cache": None, "hardware_compatibility": False, "calib_method": "minmax", "opset": 17}
+        "timing_cache": None, "hardware_compatibility": False, "calib_method": "minmax", "opset": 17, **_INT8}
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
@@ -60,7 +61,7 @@ FORMATS: dict[str, ExportFormat] = {
                      description="TFLite float32"),
         ExportFormat("tflite-fp16", "resnet_edge.export.tflite:convert", ".tflite", "fp16",
                      description="TFLite float16 weights"),
-        ExportFormat("tflite-int8", "resnet_edge.export.tflite:convert", ".tflite", "int8", options={"io": "int8"},
+        ExportFormat("tflite-int8", "resnet_edge.export.tflite:convert", ".tflite", "int8", options={"io": "int8", **_INT8},
                      calibrated=True, description="TFLite full-integer int8 (int8/uint8 in and out)"),
         ExportFormat("trt", "resnet_edge.export.tensorrt:convert", ".engine", "fp32", aliases=("tensorrt", "engine"),
                      options=_TRT, needs_gpu=True, description="TensorRT engine, strongly typed, from ONNX"),
@@ -112,6 +113,7 @@ class ExportResult:
     seconds: float
     metadata: Any
     parity: Any = None
+    fallback: Any = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -120,6 +122,7 @@ class ExportResult:
             "size_bytes": self.size_bytes,
             "seconds": round(self.seconds, 3),
             "parity": None if self.parity is None else self.parity.to_dict(),
+            "fallback": None if self.fallback is None else self.fallback.to_dict(),
         }
 
 
@@ -136,6 +139,14 @@ def model_digest(model) -> str:
     return hashlib.sha256(config + weights_digest(model).encode()).hexdigest()
 
 
+def calibration_extra(job: ExportJob, float_layers: tuple[str, ...]) -> dict[str, Any]:
+    """What every int8 artifact records of its calibration and of the layers kept in float."""
+    extra: dict[str, Any] = {"calibration_images": len(job.calibration), "calibration_source": job.calibration.source}
+    if float_layers:
+        extra["float_layers"] = sorted(float_layers)
+    return extra
+
+
 def default_output(model_path: str | os.PathLike[str], fmt: ExportFormat) -> Path:
     """Where an export goes by default: beside the model, ``model.onnx``, ``model_int8.tflite``, ``model_trt.engine``."""
     model_path = Path(model_path)
@@ -146,7 +157,7 @@ def default_output(model_path: str | os.PathLike[str], fmt: ExportFormat) -> Pat
 _loaded = KeepLast()  # the last Keras file: (model, metadata, sha256)
 
 
-def _load_source(path: Path) -> tuple[Any, Any, str]:
+def load_source(path: Path) -> tuple[Any, Any, str]:
     """(model, metadata, sha256) of a Keras file, loaded once for the several formats exported from it."""
     from ..metadata import sha256_file
     from ..models.io import load_model
@@ -172,6 +183,7 @@ def export(
     verify: bool = True,
     verify_data: Any = None,
     verify_count: int = 500,
+    budget: Any = None,
     progress: Progress | None = None,
     **options: Any,
 ) -> ExportResult:
@@ -179,6 +191,9 @@ def export(
 
     Writes atomically, embeds ModelMetadata, and (unless ``verify=False``) runs the artifact beside the
     Keras model on held-out images, raising ParityError when it is outside its precision's tolerance.
+    ``budget`` (a ``fallback.AccuracyBudget``, int8 formats) rebuilds with the layers that lose the most in
+    float until the artifact meets it; with ``budget.keep_best`` the best artifact is written even when
+    none meets it (and ParityError is still raised).
     """
     from ..models.io import describe
 
@@ -189,9 +204,13 @@ def export(
         raise InvalidArgumentError(f"{output}: a {fmt.name} file must end in {fmt.suffix}")
     if fmt.needs_calibration(resolved) and calibration is None:
         raise InvalidArgumentError(f"{fmt.name} needs calibration data: pass --calib-data DIR|digits|FILE.npy")
+    if budget is not None and not (fmt.needs_calibration(resolved) and "float_layers" in fmt.options):
+        raise InvalidArgumentError(f"--max-drop applies to int8 formats, not {fmt.name}")
+    if budget is not None and not verify:
+        raise InvalidArgumentError("--max-drop needs verification; drop --no-verify")
     say = progress or (lambda message: None)
     if isinstance(model, (str, os.PathLike)):
-        model, metadata, source_digest = _load_source(Path(model))
+        model, metadata, source_digest = load_source(Path(model))
     else:
         metadata, source_digest = describe(model), weights_digest(model)
     if metadata.output_activation is None:  # a model saved before resnet-edge recorded it
@@ -203,20 +222,44 @@ def export(
         calibration = calibration.resized(metadata.input_shape[:2])
 
     started = time.perf_counter()
+    failure = None
     with atomic_path(output) as tmp:
         job = ExportJob(model, metadata, tmp, fmt, resolved, calibration, say)
         final_metadata = converter(fmt)(job)
         seconds = time.perf_counter() - started
-        report = None
+        report = fallback = None
         if verify:
-            from ..parity import verify_artifact
+            from ..parity import matching_reference, verify_artifact
 
             data = verify_data if verify_data is not None else (calibration.holdout if calibration else None)
+            precision = final_metadata.precision
+
+            def check():
+                return verify_artifact(model, tmp, precision, data, count=verify_count, label=fmt.name)
+
             say(f"verifying {fmt.name} against the Keras model")
-            report = verify_artifact(model, tmp, final_metadata.precision, data, count=verify_count, label=fmt.name)
+            report = check()
             say(report.line())
-            report.raise_if_failed(hint="export again with --no-verify to keep it anyway")
-    return ExportResult(output, fmt.name, output.stat().st_size, seconds, final_metadata, report)
+            if budget is not None:
+                from ..fallback import fit_budget
+
+                final_metadata, report, fallback = fit_budget(
+                    job, report, converter(fmt), check,
+                    lambda meta: matching_reference(model, meta.output_activation), budget, say)
+                if not fallback.met and report.passed:
+                    report.failures.append(budget.describe(report))
+            hint = "export again with --no-verify to keep it anyway"
+            if budget is None and not report.passed and report.precision == "int8":
+                hint = "--max-drop PCT keeps the layers that lose the most in float; " + hint
+            try:
+                report.raise_if_failed(hint=hint)
+            except ParityError as exc:
+                if budget is None or not budget.keep_best:
+                    raise
+                failure = exc
+    if failure is not None:
+        raise ParityError(f"{failure} (the best artifact was kept: {output})")
+    return ExportResult(output, fmt.name, output.stat().st_size, seconds, final_metadata, report, fallback)
 
 
 __all__ = ["FORMATS", "ExportFormat", "ExportJob", "ExportResult", "default_output", "export", "resolve_format", "resolve_options"]

@@ -1,0 +1,23 @@
+"""Half vs all of the calibration set: agreement and activation ranges, read from the artifacts."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
+def test_half_and_full_calibration_are_compared(fmt, trained_model_path, calibration_set, tmp_path) -> None:
+    from resnet_edge.calib_report import activation_scales, calibration_report
+    from resnet_edge.export import export
+
+    suffix = ".onnx" if fmt.startswith("onnx") else ".tflite"
+    result = export(trained_model_path, fmt, tmp_path / f"m{suffix}", calibration=calibration_set)
+    report = calibration_report(trained_model_path, fmt, result.path, result.parity, calibration_set)
+    assert (report.half_images, report.full_images) == (len(calibration_set) // 2, len(calibration_set))
+    assert report.half.samples == report.full.samples and report.half.calibration_images == report.half_images
+    assert report.tensors >= 20 and report.tensors == len(activation_scales(result.path))
+    assert 0 <= report.median_range_change <= report.max_range_change < 1.0
+    lines = report.lines()
+    assert f"calibration with {report.half_images} images" in lines[0] and report.most_changed in lines[2]
