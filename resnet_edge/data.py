@@ -1,4 +1,4 @@
-"""Image datasets held as RGB ``uint8`` NHWC arrays: image folders, ``.npy`` arrays and digits."""
+"""Image datasets held as RGB ``uint8`` NHWC arrays: image folders, ``.npy`` arrays, digits and photos."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ import numpy as np
 from .errors import DataError, InvalidArgumentError
 from .preprocess import is_image_file, load_image, resize, to_rgb_uint8
 
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = ("digits", "photos")
+# Natural photos that ship inside the scikit-image wheel (its other sample files are charts and synthetic).
+SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
+                  "gravel.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
+PHOTO_CROPS = 48
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,34 @@ def load_digits(size: tuple[int, int] = (32, 32)) -> Dataset:
     return Dataset(images, bunch.target.astype(np.int64), names, "digits")
 
 
+def load_photos(size: tuple[int, int] = (224, 224), crops: int = PHOTO_CROPS, seed: int = 0) -> Dataset:
+    """Real photos at camera scale with no download: random square-ish crops of the sample photos that ship
+    with scikit-learn and scikit-image, ``crops`` per photo, resized to ``size``; labelled by photo."""
+    try:
+        import skimage
+        from sklearn.datasets import load_sample_images
+    except ImportError as exc:
+        raise DataError("the photos dataset needs scikit-learn and scikit-image: "
+                        "pip install 'resnet-edge[export,photos]'") from exc
+    folder = Path(skimage.__file__).parent / "data"
+    photos = dict(zip(("china.jpg", "flower.jpg"), load_sample_images().images, strict=True))
+    photos.update((name, load_image(folder / name)) for name in SKIMAGE_PHOTOS)
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, photo in enumerate(photos.values()):
+        photo = to_rgb_uint8(photo)
+        height, width = photo.shape[:2]
+        for _ in range(crops):
+            side = int(min(height, width) * rng.uniform(0.35, 1.0))
+            aspect = rng.uniform(0.8, 1.25)
+            crop_h, crop_w = min(height, int(side * aspect)), min(width, int(side / aspect))
+            top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
+            images.append(resize(np.ascontiguousarray(photo[top : top + crop_h, left : left + crop_w]), size))
+            labels.append(label)
+    names = tuple(Path(name).stem for name in photos)
+    return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), names, "photos")
+
+
 def _scan_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_dirs:
@@ -154,8 +186,10 @@ def load_array(path: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
 
 
 def load_dataset(source: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
-    """``digits``, an image folder, or an ``.npy`` file, as RGB ``uint8`` images of ``size``."""
+    """``digits``, ``photos``, an image folder, or an ``.npy`` file, as RGB ``uint8`` images of ``size``."""
     text = str(source)
+    if text == "photos":
+        return load_photos(size)
     if text in BUILTIN_DATASETS:
         return load_digits(size)
     path = Path(text)
@@ -164,5 +198,5 @@ def load_dataset(source: str | os.PathLike[str], size: tuple[int, int]) -> Datas
     if path.suffix == ".npy" and path.is_file():
         return load_array(path, size)
     if not path.exists():
-        raise DataError(f"{text}: no such folder or file (use an image folder, an .npy file, or 'digits')")
-    raise DataError(f"{text}: not an image folder or an .npy file (or 'digits')")
+        raise DataError(f"{text}: no such folder or file (use an image folder, an .npy file, 'digits' or 'photos')")
+    raise DataError(f"{text}: not an image folder or an .npy file (or 'digits', 'photos')")

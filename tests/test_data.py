@@ -87,3 +87,14 @@ def test_folder_without_images(tmp_path) -> None:
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(DataError, match="no images found"):
         load_image_folder(tmp_path, (32, 32))
+
+
+def test_photos_are_real_labelled_crops_made_the_same_way_every_time() -> None:
+    from resnet_edge.data import load_dataset, load_photos
+
+    photos = load_dataset("photos", (64, 48))
+    assert photos.images.shape[1:] == (64, 48, 3) and photos.images.dtype == np.uint8
+    assert len(photos.class_names) >= 10 and len(photos) == len(photos.class_names) * 48
+    assert set(np.unique(photos.labels)) == set(range(len(photos.class_names)))
+    assert photos.images.std() > 30  # photographs, not flat fields
+    np.testing.assert_array_equal(load_photos((64, 48), crops=2).images, load_photos((64, 48), crops=2).images)
