@@ -1,4 +1,5 @@
-"""`make bench`: latency of every CPU format of ResNet-50 @224, and the parity + latency table of a digits ResNet-18.
+"""`make bench`: parity and latency of every CPU format of ResNet-50 @224 (1000 classes) on real photos, and of a
+digits ResNet-18.
 
 Writes ``<out>/resnet50_224/benchmark.*``, ``<out>/resnet18_digits/benchmark.*`` and ``<out>/summary.json``
 (ratios and the machine). Models and artifacts go to ``<out>/models`` and ``<out>/artifacts``; the trained
@@ -36,6 +37,7 @@ class Settings:
     calib_count: int
     parity_count: int
     epochs: int
+    photo_parity_count: int = 400
 
 
 FULL = Settings(min_time_s=5.0, warmup=10, calib_count=300, parity_count=500, epochs=5)
@@ -85,8 +87,16 @@ def _publish(rows: list[FormatRow], folder: Path, title: str, machine: dict, com
     return {kind: str(path) for kind, path in write_reports(rows, folder, title, machine, command).items()}
 
 
+def int8_parity(rows: list[FormatRow]) -> dict[str, Any]:
+    """The figures that say whether an int8 row can be trusted: what was compared, how close, how often it agrees."""
+    keys = ("passed", "compared", "cosine", "max_rel", "top1_agreement", "decisive", "decisive_top1",
+            "top5_agreement", "top5_overlap", "calibration_images", "samples")
+    return {r.format: {k: r.parity.get(k) for k in keys} for r in rows if r.precision == "int8" and r.parity}
+
+
 def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict[str, Any]:
-    """(a) Random-init ResNet-50 @224: export the four CPU formats and time batch 1 in one run."""
+    """(a) Random-init ResNet-50 @224 with a 1000-class softmax head: export the four CPU formats, check each
+    against the Keras model on crops of real photos outside the calibration set, and time batch 1."""
     from resnet_edge.models import build_resnet
     from resnet_edge.models.io import save_model
 
@@ -94,20 +104,44 @@ def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict
     if not model_path.exists():
         say("building ResNet-50 @224 (random weights)")
         save_model(build_resnet("resnet50", (224, 224, 3), num_classes=1000), model_path)
-    rows = run_all(model_path, out / "artifacts" / "resnet50_224", formats=RESNET50_FORMATS, data="digits",
+    rows = run_all(model_path, out / "artifacts" / "resnet50_224", formats=RESNET50_FORMATS, data="photos",
                    batch_size=1, min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
-                   parity_count=0, progress=say)
+                   parity_count=settings.photo_parity_count, progress=say)
     summary = ratios(rows)
     summary["export_s_onnx_onnx_int8_tflite_int8"] = sum(
         r.export_s or 0.0 for r in rows if r.format in RESNET50_EXPORT_TIMED
     )
     summary["statuses"] = {r.format: r.status for r in rows}
-    title = "ResNet-50 @224, random weights, batch 1 (latency only)"
+    summary["int8_parity"] = int8_parity(rows)
+    title = ("ResNet-50 @224, 1000 classes, random weights, batch 1; parity on "
+             f"{settings.photo_parity_count} photo crops outside the calibration set")
     summary["reports"] = _publish(rows, out / "resnet50_224", title, machine, command)
     _print_ratios(title, summary)
+    for name, figures in summary["int8_parity"].items():
+        print(f"  {name:<12} {figures['compared']}: cos {figures['cosine']:.6f}, top-1 agree "
+              f"{figures['top1_agreement']:.2%} ({figures['decisive_top1'] or 0:.2%} of {figures['decisive']} decisive), "
+              f"top-5 overlap {figures['top5_overlap']:.2%}, passed {figures['passed']}")
     print(f"  export time onnx + onnx-int8 + tflite-int8: {summary['export_s_onnx_onnx_int8_tflite_int8']:.1f} s")
+    summary["int8_softmax_in_graph"] = softmax_in_graph(model_path, out, settings)
     summary["predictor_overhead"] = predictor_overhead(rows, settings)
     return summary
+
+
+def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[str, Any]:
+    """The same tflite-int8 export with the softmax kept in the integer graph (``--int8-softmax``): what the
+    logits-out default avoids, measured on the same photos."""
+    from calibration import CalibrationSet
+    from resnet_edge.export import export, load_source
+    from resnet_edge.parity import verify_artifact
+
+    calibration = CalibrationSet.from_source("photos", (224, 224), settings.calib_count)
+    path = out / "artifacts" / "resnet50_224" / "resnet50_224_random_int8_softmax.tflite"
+    result = export(model_path, "tflite-int8", path, calibration=calibration, verify=False, int8_softmax=True)
+    report = verify_artifact(load_source(model_path)[0], result.path, "int8", calibration.holdout,
+                             count=settings.photo_parity_count, label="tflite-int8 --int8-softmax")
+    print(f"  {report.line()}")
+    return {"passed": report.passed, "cosine": report.cosine, "top1_agreement": report.top1_agreement,
+            "compared": report.compared, "failures": report.failures}
 
 
 def _median_ms(call, seconds: float) -> float:
@@ -200,6 +234,7 @@ def resnet18_digits(out: Path, settings: Settings, machine: dict, command: str, 
     summary = ratios(rows)
     summary["model"] = str(model_path)
     summary["statuses"] = {r.format: r.status for r in rows}
+    summary["int8_parity"] = int8_parity(rows)
     title = "ResNet-18 on digits @32, batch 1, parity on images outside the calibration set (seen in training)"
     summary["reports"] = _publish(rows, out / "resnet18_digits", title, machine, command)
     _print_ratios(title, summary)
