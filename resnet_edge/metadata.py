@@ -14,7 +14,6 @@ from .errors import ModelFileError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "resnet_edge"
-PREPROCESSING_MODES = ("scale", "caffe", "none")
 
 
 @dataclass(frozen=True)

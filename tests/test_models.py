@@ -107,7 +107,7 @@ def test_metadata_says_whether_the_head_outputs_probabilities_or_logits() -> Non
         ({"num_classes": 0}, "at least 1"),
         ({"head": "fancy"}, "head must be one of"),
         ({"features": ("c6",)}, "feature levels"),
-        ({"preprocessing": "tf"}, "preprocessing must be one of"),
+        ({"preprocessing": "inception"}, "preprocessing must be one of"),
     ],
 )
 def test_bad_arguments_give_clear_errors(kwargs: dict, message: str) -> None:
@@ -140,3 +140,94 @@ def test_weights_that_do_not_fit_are_a_one_line_error(tmp_path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(ModelFileError, match="not found"):
         build_resnet("resnet18", (32, 32, 3), weights=tmp_path / "missing.h5")
+
+
+PLAIN_KERAS = """
+import sys
+sys.modules["resnet_edge"] = None  # the toolkit cannot be imported: plain Keras only
+import keras, numpy as np
+model = keras.models.load_model(sys.argv[1], compile=False)
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preprocessing", ["caffe", "torch", None])
+def test_model_files_open_in_plain_keras(preprocessing, trained_model_path, tmp_path) -> None:
+    """A freshly built model (one per preprocessing) and the freshly trained one, loaded without resnet_edge."""
+    import subprocess
+    import sys
+
+    from resnet_edge.models.io import load_model, save_model
+
+    if preprocessing is None:
+        path = trained_model_path
+        model = load_model(path)[0]
+    else:
+        model = build_resnet("resnet18", (32, 32, 3), num_classes=4, preprocessing=preprocessing)
+        path = save_model(model, tmp_path / "built.keras")
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(path), str(tmp_path / "images.npy"),
+                             str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["scale", "caffe", "torch", "tf", "none"])
+def test_preprocessing_modes_are_standard_layers_equal_to_the_legacy_layer(mode, tmp_path) -> None:
+    from resnet_edge.models.resnet import InputPreprocessing, preprocessing_of
+
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    model = build_resnet("resnet18", (32, 32, 3), num_classes=3, preprocessing=mode)
+    assert preprocessing_of(model) == mode
+    assert all(type(layer).__module__.startswith("keras") for layer in model.layers)
+    front = keras.Model(model.inputs, model.get_layer("conv1_pad").input)
+    inputs = keras.Input((32, 32, 3))
+    legacy = keras.Model(inputs, InputPreprocessing(mode)(inputs))  # what model files of earlier versions hold
+    np.testing.assert_array_equal(front.predict(images, verbose=0), legacy.predict(images, verbose=0))
+    legacy.save(tmp_path / "legacy.keras")
+    assert preprocessing_of(keras.models.load_model(tmp_path / "legacy.keras")) == mode
+
+
+def _foreign_model():
+    """A model built without resnet_edge, expecting keras.applications-style preprocessed input."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="stem")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(5, activation="softmax", name="predictions")(x), name="foreign")
+
+
+@pytest.mark.parametrize("mode", ["caffe", "torch", "tf"])
+def test_a_foreign_model_behind_preprocessing_takes_raw_pixels(mode) -> None:
+    from keras.applications.imagenet_utils import preprocess_input
+
+    from resnet_edge.models.resnet import preprocessing_of, with_preprocessing
+
+    model = _foreign_model()
+    wrapped = with_preprocessing(model, mode)
+    assert preprocessing_of(model) == "none" and preprocessing_of(wrapped) == mode
+    assert [layer.name for layer in wrapped.layers][2:] == ["stem", "pool", "predictions"]  # flat, names kept
+    pixels = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3)).astype(np.float32)
+    expected = model.predict(preprocess_input(pixels.copy(), mode=mode), verbose=0)
+    np.testing.assert_allclose(wrapped.predict(pixels, verbose=0), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="already has in-model preprocessing"):
+        with_preprocessing(wrapped, "tf")
+
+
+@pytest.mark.slow
+def test_export_records_the_preprocessing_put_in_front(tmp_path) -> None:
+    from keras.applications.imagenet_utils import preprocess_input
+
+    from resnet_edge.export import export
+    from resnet_edge.runtime import load
+
+    model = _foreign_model()
+    result = export(model, "onnx", tmp_path / "foreign.onnx", preprocessing="torch")
+    assert result.parity and result.metadata.preprocessing == "torch"
+    pixels = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    with load(result.path, device="cpu") as predictor:
+        assert predictor.metadata.preprocessing == "torch"
+        outputs = predictor(pixels)
+    expected = model.predict(preprocess_input(pixels.astype(np.float32), mode="torch"), verbose=0)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-5)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._lazy import import_keras
 from ..errors import InvalidArgumentError, ModelFileError
-from ..metadata import PREPROCESSING_MODES
 
 keras = import_keras()
 layers = keras.layers
@@ -26,6 +27,7 @@ BN_EPSILON = 1.001e-5
 BN_MOMENTUM = 0.9
 MIN_INPUT_SIDE = 32
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HEADS = ("paper", "seed")
 POOLINGS = (None, "avg", "max")
 FEATURE_LEVELS = {"c1": "pool1_pool", "c2": "conv2", "c3": "conv3", "c4": "conv4", "c5": "conv5"}
@@ -54,28 +56,64 @@ SPECS: dict[str, ResNetSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """RGB pixels 0-255 to a network's input: optionally reversed to BGR, then ``x * scale + offset`` per channel."""
+
+    bgr: bool
+    scale: tuple[float, float, float]
+    offset: tuple[float, float, float]
+
+
+# The conventions of keras.applications' ``preprocess_input`` (mode caffe/torch/tf) and the seeds' x/255.
+PREPROCESSING: dict[str, Preprocessing | None] = {
+    "scale": Preprocessing(False, (1 / 255,) * 3, (0.0,) * 3),
+    "caffe": Preprocessing(True, (1.0,) * 3, tuple(-m for m in CAFFE_MEAN_BGR)),
+    "torch": Preprocessing(False, tuple(1 / (255 * s) for s in TORCH_STD),
+                           tuple(-m / s for m, s in zip(TORCH_MEAN, TORCH_STD, strict=True))),
+    "tf": Preprocessing(False, (1 / 127.5,) * 3, (-1.0,) * 3),
+    "none": None,
+}
+PREPROCESS_LAYER = "preprocess"
+
+
+def _check_preprocessing(mode: str) -> Preprocessing | None:
+    if mode not in PREPROCESSING:
+        raise InvalidArgumentError(f"preprocessing must be one of {', '.join(PREPROCESSING)}, not {mode!r}")
+    return PREPROCESSING[mode]
+
+
+def preprocessing_block(x, mode: str):
+    """The preprocessing in standard Keras, so plain Keras loads the model file: a ``Rescaling`` layer named
+    ``preprocess`` (per-channel scale and offset), after a channel flip (a ``keras.ops`` node) for BGR.
+    No weights, so a model's weight list stays that of ``keras.applications``."""
+    spec = _check_preprocessing(mode)
+    if spec is None:
+        return x
+    if spec.bgr:
+        x = keras.ops.flip(x, axis=-1)
+    uniform = len(set(spec.scale)) == 1 and len(set(spec.offset)) == 1
+    scale, offset = (spec.scale[0], spec.offset[0]) if uniform else (list(spec.scale), list(spec.offset))
+    return layers.Rescaling(scale, offset, name=PREPROCESS_LAYER)(x)
+
+
 @keras.saving.register_keras_serializable(package="resnet_edge")
 class InputPreprocessing(layers.Layer):
-    """RGB pixels 0-255 to the network's input scale, inside the model so every export carries it.
-
-    ``scale``: x / 255 (the seeds' ``rescale=1/255``); ``caffe``: RGB->BGR minus ImageNet means (the
-    ``keras.applications`` ResNet weights); ``none``: identity.
-    """
+    """The in-model preprocessing of model files written before it was made of standard layers; loads them."""
 
     def __init__(self, mode: str = "scale", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
-            raise InvalidArgumentError(
-                f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}, not {mode!r}"
-            )
+        _check_preprocessing(mode)
         self.mode = mode
 
     def call(self, inputs):
-        if self.mode == "scale":
-            return inputs * (1.0 / 255.0)
-        if self.mode == "caffe":
-            return keras.ops.flip(inputs, axis=-1) - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, inputs.dtype)
-        return inputs
+        spec = PREPROCESSING[self.mode]
+        if spec is None:
+            return inputs
+        if spec.bgr:
+            inputs = keras.ops.flip(inputs, axis=-1)
+        scale = keras.ops.convert_to_tensor(spec.scale, inputs.dtype)
+        return inputs * scale + keras.ops.convert_to_tensor(spec.offset, inputs.dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mode": self.mode}
@@ -190,7 +228,7 @@ def build_resnet(
             )
 
     inputs = keras.Input(shape=shape, name="input")
-    x = InputPreprocessing(preprocessing, name="preprocess")(inputs)
+    x = preprocessing_block(inputs, preprocessing)
     x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(x)
     x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
     x = layers.BatchNormalization(axis=3, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="conv1_bn")(x)
@@ -282,7 +320,41 @@ def logits_model(model):
 
 
 def preprocessing_of(model) -> str:
+    """The preprocessing mode inside ``model`` (its ``preprocess`` layer, or the legacy custom layer), else none."""
     for layer in model.layers:
         if isinstance(layer, InputPreprocessing):
             return layer.mode
+        if layer.name != PREPROCESS_LAYER or not isinstance(layer, layers.Rescaling):
+            continue
+        scale, offset = _per_channel(layer.scale), _per_channel(layer.offset)
+        for mode, spec in PREPROCESSING.items():
+            if spec is not None and np.allclose(spec.scale, scale, rtol=1e-5) and \
+                    np.allclose(spec.offset, offset, rtol=1e-5, atol=1e-6):
+                return mode
     return "none"
+
+
+def _per_channel(value) -> tuple[float, float, float]:
+    array = np.broadcast_to(np.asarray(value, np.float64).reshape(-1), (3,))
+    return (float(array[0]), float(array[1]), float(array[2]))
+
+
+def with_preprocessing(model, mode: str):
+    """A model without in-model preprocessing (``keras.applications``, your own) behind ``mode``'s ``preprocess``
+    layer, so it takes RGB pixels 0-255 like every model this project builds; layers and weights are shared."""
+    _check_preprocessing(mode)
+    if preprocessing_of(model) != "none":
+        raise InvalidArgumentError(f"{model.name} already has in-model preprocessing ({preprocessing_of(model)})")
+    if mode == "none":
+        return model
+    if len(model.inputs) != 1:
+        raise InvalidArgumentError(f"{model.name} has {len(model.inputs)} inputs; preprocessing needs one image input")
+    raw = keras.Input(shape=model.inputs[0].shape[1:], name="input")
+    front = preprocessing_block(raw, mode)
+    try:  # the graph replayed on the new input keeps it flat (layer names stay top-level, for the diagnosis)
+        outputs = model._run_through_graph([front], operation_fn=lambda operation: operation)
+    except AttributeError:
+        outputs = model(front)
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        outputs = outputs[0]
+    return keras.Model(raw, outputs, name=model.name)
