@@ -74,7 +74,7 @@ def activation_scales(path: str | os.PathLike[str]) -> dict[str, float]:
 
 def calibration_report(model: Any, format: str, artifact: str | os.PathLike[str], full_report: Any,
                        calibration: Any, verify_data: Any = None, verify_count: int = 500,
-                       **options: Any) -> CalibrationReport:
+                       preprocessing: str | None = None, **options: Any) -> CalibrationReport:
     """Export ``format`` again from every other calibration image and compare it with ``artifact``.
 
     ``full_report`` is the verification of ``artifact`` (calibrated on the whole set); both are checked
@@ -83,10 +83,13 @@ def calibration_report(model: Any, format: str, artifact: str | os.PathLike[str]
     from calibration import CalibrationSet
 
     from .export import export, load_source, resolve_format
+    from .models.resnet import with_preprocessing
     from .parity import verify_artifact
 
     if isinstance(model, (str, os.PathLike)):
         model = load_source(Path(model))[0]
+    if preprocessing is not None:
+        model = with_preprocessing(model, preprocessing)
     half = CalibrationSet(calibration.images[::2], calibration.holdout, calibration.source, calibration.batch_size)
     data = verify_data if verify_data is not None else calibration.holdout
     artifact = Path(artifact)

@@ -67,7 +67,7 @@ def build(
     input_size: Annotated[str, typer.Option(help="Input side N or HxW (at least 32).")] = "224",
     classes: Annotated[int, typer.Option(help="Number of output classes.")] = 1000,
     head: Annotated[str, typer.Option(help="paper (GAP + softmax) or seed (GAP, Dropout, Dense 1024, Dropout, Dense).")] = "paper",
-    preprocessing: Annotated[str, typer.Option(help="scale (x/255), caffe (ImageNet weights) or none.")] = "scale",
+    preprocessing: Annotated[str, typer.Option(help="scale (x/255), caffe (keras.applications ResNet weights), torch, tf or none.")] = "scale",
     weights: Annotated[Path | None, typer.Option(help="Local .h5 / .weights.h5 weights, loaded by layer name.")] = None,
     labels: Annotated[Path | None, typer.Option(help="Text file with one class label per line.")] = None,
     as_json: JsonFlag = False,
@@ -126,6 +126,7 @@ def train(
         size = parse_size(input_size)
         keras_model = None
     dataset = load_dataset(data, size)
+    dataset.check_trainable()
     if keras_model is None:
         keras_model = build_resnet(model, (*size, 3), num_classes=len(dataset.class_names), head=head)
     if weights is not None:
@@ -183,7 +184,9 @@ def info(
         rows += [("format", f"{metadata.format} ({metadata.precision})"),
                  ("input", f"{metadata.layout} {'x'.join(map(str, metadata.input_shape))} {metadata.input_dtype} "
                            f"{metadata.color_order} {metadata.input_range[0]:g}-{metadata.input_range[1]:g}"),
-                 ("preprocessing", f"{metadata.preprocessing} (inside the model)"),
+                 ("preprocessing", f"{metadata.preprocessing} (inside the model)" if metadata.preprocessing != "none"
+                  else "none: the input goes to the network as it is (a keras.applications model expects its "
+                       "preprocess_input: export with --preprocessing caffe|torch|tf)"),
                  ("labels", f"{metadata.num_classes}: {labels}" if metadata.labels else "none")]
         if metadata.input_quantization:
             q = metadata.input_quantization
@@ -229,6 +232,7 @@ def export(
     max_float_layers: Annotated[int, typer.Option(min=1, help="With --max-drop: most layers kept in float.")] = 12,
     keep_best: Annotated[bool, typer.Option(help="With --max-drop: write the best artifact even when the budget is not met (exit code stays 2).")] = False,
     calib_report: Annotated[bool, typer.Option(help="int8: also calibrate on half the set and show how agreement and ranges change.")] = False,
+    preprocessing: Annotated[str | None, typer.Option(help="For a model with no preprocessing inside (keras.applications): caffe, torch, tf or scale, put in front so the artifact takes RGB 0-255.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Export a Keras model; the artifact is written atomically, carries its metadata and is verified."""
@@ -275,7 +279,7 @@ def export(
         target = out_path / default.name if to_folder else out_path or default
         options = {k: v for k, v in given.items() if k in fmt.options}
         result = run_export(model, fmt.name, target, calibration=calibration, verify=verify, verify_data=verify_set,
-                            budget=budget, progress=None if as_json else say, **options)
+                            budget=budget, preprocessing=preprocessing, progress=None if as_json else say, **options)
         summary = result.summary()
         if not as_json:
             out.print(f"[green]✓[/green] {fmt.name}: {target} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s)")
@@ -286,7 +290,8 @@ def export(
                 raise InvalidArgumentError("--calib-report needs verification; drop --no-verify")
             if not as_json:
                 say(f"{fmt.name}: calibrating again on half of the {len(calibration)} images")
-            report = calibration_report(model, fmt.name, target, result.parity, calibration, verify_set, **options)
+            report = calibration_report(model, fmt.name, target, result.parity, calibration, verify_set,
+                                        preprocessing=preprocessing, **options)
             summary["calibration_report"] = report.to_dict()
             if not as_json:
                 for line in report.lines():

@@ -155,6 +155,7 @@ def default_output(model_path: str | os.PathLike[str], fmt: ExportFormat) -> Pat
 
 
 _loaded = KeepLast()  # the last Keras file: (model, metadata, sha256)
+_preprocessed = KeepLast()  # the last model put behind a preprocessing front
 
 
 def load_source(path: Path) -> tuple[Any, Any, str]:
@@ -184,6 +185,7 @@ def export(
     verify_data: Any = None,
     verify_count: int = 500,
     budget: Any = None,
+    preprocessing: str | None = None,
     progress: Progress | None = None,
     **options: Any,
 ) -> ExportResult:
@@ -193,9 +195,12 @@ def export(
     Keras model on held-out images, raising ParityError when it is outside its precision's tolerance.
     ``budget`` (a ``fallback.AccuracyBudget``, int8 formats) rebuilds with the layers that lose the most in
     float until the artifact meets it; with ``budget.keep_best`` the best artifact is written even when
-    none meets it (and ParityError is still raised).
+    none meets it (and ParityError is still raised). ``preprocessing`` (caffe, torch, tf, scale) puts that
+    preprocessing in front of a model that has none inside (``keras.applications``), so the artifact takes
+    RGB pixels 0-255 and records it.
     """
     from ..models.io import describe
+    from ..models.resnet import with_preprocessing
 
     fmt = resolve_format(format)
     resolved = resolve_options(fmt, options)
@@ -213,6 +218,10 @@ def export(
         model, metadata, source_digest = load_source(Path(model))
     else:
         metadata, source_digest = describe(model), weights_digest(model)
+    if preprocessing is not None:
+        model = _preprocessed.get((id(model), model_digest(model), preprocessing),
+                                  lambda: with_preprocessing(model, preprocessing))
+        metadata = metadata.replace(preprocessing=preprocessing)
     if metadata.output_activation is None:  # a model saved before resnet-edge recorded it
         from ..models.resnet import output_activation_of
 
