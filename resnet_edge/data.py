@@ -46,6 +46,19 @@ class Dataset:
             return [np.arange(len(self))]
         return [np.flatnonzero(self.labels == c) for c in np.unique(self.labels)]
 
+    def check_trainable(self) -> None:
+        """A classifier needs two or more classes, each with an image to train on and one to validate on."""
+        if self.labels is None:
+            raise DataError(f"{self.source}: training needs labelled images (one subfolder per class)")
+        if len(self.class_names) < 2:
+            found = f"only {self.class_names[0]!r}" if self.class_names else "none"
+            raise DataError(f"{self.source}: a classifier needs at least two classes, found {found}")
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        for name, count in zip(self.class_names, counts, strict=True):
+            if count < 2:
+                what = "no readable image" if count == 0 else "one image (one to train and one to validate are needed)"
+                raise DataError(f"{self.source}: class {name!r} has {what}")
+
     def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Deterministic split, stratified over classes: (train, validation)."""
         if not 0.0 < val_fraction < 1.0:

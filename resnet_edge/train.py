@@ -71,8 +71,7 @@ def train(
     verbose: int = 1,
 ) -> TrainResult:
     """Fit ``model`` on a stratified split of ``dataset`` (Adam, cosine-decayed learning rate)."""
-    if dataset.labels is None:
-        raise DataError(f"{dataset.source}: training needs labelled images (one subfolder per class)")
+    dataset.check_trainable()
     if epochs < 1 or batch_size < 1:
         raise InvalidArgumentError("epochs and batch size must be at least 1")
     classes = model.output_shape[-1]

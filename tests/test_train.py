@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -69,3 +70,41 @@ def test_saved_model_has_no_optimizer_state(trained_model_path, tmp_path) -> Non
     with h5py.File(tmp_path / "model.weights.h5") as weights:
         assert "optimizer" not in weights
     assert trained_model_path.stat().st_size < 50e6  # resnet18's 11.2 M float32 weights, no Adam moments
+
+
+def _folder(root, counts: dict[str, int], broken: tuple[str, ...] = ()):
+    from PIL import Image
+
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (40, 40), (index * 20 % 255, 80, 160)).save(root / name / f"{index}.png")
+    for name in broken:
+        (root / name).mkdir(parents=True)
+        (root / name / "0.png").write_bytes(b"not an image")
+    return root
+
+
+@pytest.mark.parametrize(("counts", "broken", "message"), [
+    ({"cats": 6}, (), "at least two classes, found only 'cats'"),
+    ({"cats": 6, "dogs": 6}, ("owls",), "class 'owls' has no readable image"),
+    ({"cats": 6, "dogs": 1}, (), "class 'dogs' has one image"),
+])
+def test_degenerate_training_sets_are_refused(counts, broken, message, tmp_path) -> None:
+    from resnet_edge.data import load_image_folder
+
+    with pytest.warns(UserWarning) if broken else contextlib.nullcontext():
+        dataset = load_image_folder(_folder(tmp_path / "data", counts, broken), (32, 32))
+    with pytest.raises(DataError, match=message):
+        dataset.check_trainable()
+
+
+def test_cli_refuses_one_class_with_one_line_and_no_file(tmp_path) -> None:
+    out = tmp_path / "m.keras"
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_edge.cli", "train", "--data", str(_folder(tmp_path / "data", {"cats": 6})),
+         "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'data'}: a classifier needs at least two classes, found only 'cats'"]
+    assert not out.exists()
