@@ -1,16 +1,26 @@
-"""TensorRT export and runtime: pure parts on CPU, the rest through fake TensorRT/CUDA modules, and
-real engines under ``-m trt`` where TensorRT and a GPU exist."""
+"""TensorRT export and runtime: pure parts on CPU, the rest through the strict TensorRT/CUDA stand-ins of
+_trt_fakes.py (checked against the real APIs by test_trt_api.py), and real engines under ``-m trt`` where
+TensorRT and a GPU exist."""
 
 from __future__ import annotations
 
-import ctypes
-import enum
 import importlib.util
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _trt_fakes import (
+    NULLPTR,
+    BuilderFlag,
+    CudaError,
+    DeviceType,
+    FakeCudart,
+    FakeOnnxParser,
+    FakeTensorRT,
+    HardwareCompatibilityLevel,
+    MemoryPoolType,
+    Severity,
+)
 
 from resnet_edge import artifact
 from resnet_edge.errors import (
@@ -41,6 +51,9 @@ from resnet_edge.runtime.tensorrt import (
     check_batch,
     check_cuda,
     check_engine_compatibility,
+    create,
+    gpu_info,
+    make_logger,
 )
 
 TRT_DEFAULTS = dict(FORMATS["trt"].options)
@@ -165,16 +178,8 @@ def test_convert_without_tensorrt_is_one_line_missing_dependency(tmp_path):
 
 
 def test_first_parser_error_is_one_line():
-    class Error:
-        def desc(self):
-            return "Unsupported ONNX data type: UINT4\nIn function importTensor"
-
-        def node_name(self):
-            return "conv1_conv"
-
-    parser = SimpleNamespace(num_errors=2, get_error=lambda index: Error())
-    assert first_parser_error(parser) == "node conv1_conv: Unsupported ONNX data type: UINT4"
-    assert first_parser_error(SimpleNamespace(num_errors=0)) == "no error reported"
+    assert first_parser_error(FakeOnnxParser(FakeTensorRT(parse_ok=False))) == "node n7: Unsupported operator QLinearConv"
+    assert first_parser_error(FakeOnnxParser(FakeTensorRT())) == "no error reported"
 
 
 # engine header --------------------------------------------------------------------------------
@@ -253,21 +258,48 @@ def test_check_batch_names_the_profile():
 
 # cuda-python return convention ------------------------------------------------------------------
 
-class CudaError(enum.Enum):
-    cudaSuccess = 0
-    cudaErrorMemoryAllocation = 2
-    cudaErrorNoDevice = 100
-
-
 def test_check_cuda_unwraps_and_raises():
-    runtime = SimpleNamespace(cudaError_t=CudaError,
-                              cudaGetErrorString=lambda status: (CudaError.cudaSuccess, b"out of memory"))
+    runtime = FakeCudart()
     ok = CudaError.cudaSuccess
     assert check_cuda((ok,), "x", runtime) is None
     assert check_cuda((ok, 5), "x", runtime) == 5
     assert check_cuda((ok, 1, 2), "x", runtime) == (1, 2)
-    with pytest.raises(DeviceError, match=r"CUDA cudaMalloc failed: cudaErrorMemoryAllocation \(out of memory\)"):
+    with pytest.raises(DeviceError, match=r"^CUDA cudaMalloc failed: cudaErrorMemoryAllocation \(fake failure\)$"):
         check_cuda((CudaError.cudaErrorMemoryAllocation, 0), "cudaMalloc", runtime)
+
+
+def test_gpu_info_without_driver_is_device_error():
+    class OldCudartWithoutDriver(FakeCudart):
+        """cuda-python before 12.6 (cuda.cudart) raises instead of returning a status when there is no driver."""
+
+        __slots__ = ()
+
+        def cudaGetDeviceCount(self):
+            raise RuntimeError("Failed to dlopen libcuda.so.1\nsecond line")
+
+    with pytest.raises(DeviceError, match=r"^CUDA device query failed: Failed to dlopen libcuda\.so\.1 \(is an NVIDIA"):
+        gpu_info(OldCudartWithoutDriver())
+    runtime = FakeCudart()
+    runtime.fail.add("cudaGetDeviceCount")
+    with pytest.raises(DeviceError, match=r"device query .* failed: cudaErrorMemoryAllocation"):
+        gpu_info(runtime)
+    assert gpu_info(FakeCudart(integrated=True)) == trt_runtime.GpuInfo("Fake GPU", "8.9", True)
+
+
+def test_null_tensorrt_object_is_device_error():
+    trt = FakeTensorRT(null_factories=True)
+    logger = make_logger(trt)
+    with pytest.raises(DeviceError, match=r"^TensorRT cannot create its Builder \(it logged no reason"):
+        create(logger, trt.Builder, logger)
+    logger.log(Severity.ERROR, "CUDA initialization failure with error: 35\nmore")
+    with pytest.raises(DeviceError, match=r"^TensorRT cannot create its Runtime \(CUDA initialization failure with error: 35\)$"):
+        create(logger, trt.Runtime, logger)
+
+    def wrong_arguments(logger):
+        raise TypeError("__init__(): incompatible constructor arguments")
+
+    with pytest.raises(TypeError, match="incompatible"):
+        create(logger, wrong_arguments, logger)
 
 
 # Jetson detection -----------------------------------------------------------------------------
@@ -326,175 +358,10 @@ def test_loading_engine_here_is_a_one_line_error(tmp_path):
 
 # fake TensorRT + CUDA: the runtime's buffer, batch and zero-copy logic ----------------------------
 
-class Stream(int):
-    """Stands in for ``cudaStream_t``, which converts to its handle with ``int()``."""
-
-
-class FakeCudart:
-    """cuda-python's runtime module, with host memory standing in for device memory."""
-
-    cudaError_t = CudaError
-    cudaHostAllocMapped = 2
-    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice="H2D", cudaMemcpyDeviceToHost="D2H")
-
-    def __init__(self, integrated: bool = False) -> None:
-        self.integrated = integrated
-        self.blocks: dict[int, ctypes.Array] = {}
-        self.calls: list[str] = []
-        self.fail: set[str] = set()
-
-    def _ok(self, name: str, *values):
-        self.calls.append(name)
-        if name in self.fail:
-            return (CudaError.cudaErrorMemoryAllocation, *(0 for _ in values))
-        return (CudaError.cudaSuccess, *values)
-
-    def _alloc(self, name: str, nbytes: int):
-        if name in self.fail:
-            return self._ok(name, 0)
-        block = (ctypes.c_uint8 * nbytes)()
-        self.blocks[ctypes.addressof(block)] = block
-        return self._ok(name, ctypes.addressof(block))
-
-    def cudaGetErrorString(self, status):
-        return (CudaError.cudaSuccess, b"fake failure")
-
-    def cudaGetDeviceCount(self):
-        return self._ok("cudaGetDeviceCount", 1)
-
-    def cudaGetDevice(self):
-        return self._ok("cudaGetDevice", 0)
-
-    def cudaGetDeviceProperties(self, device):
-        props = SimpleNamespace(name=b"Fake GPU\x00\x00", major=8, minor=9, integrated=int(self.integrated))
-        return self._ok("cudaGetDeviceProperties", props)
-
-    def cudaMallocHost(self, nbytes):
-        return self._alloc("cudaMallocHost", nbytes)
-
-    def cudaMalloc(self, nbytes):
-        return self._alloc("cudaMalloc", nbytes)
-
-    def cudaHostAlloc(self, nbytes, flags):
-        assert flags == self.cudaHostAllocMapped
-        return self._alloc("cudaHostAlloc", nbytes)
-
-    def cudaHostGetDevicePointer(self, host, flags):
-        return self._ok("cudaHostGetDevicePointer", host)
-
-    def cudaFree(self, pointer):
-        self.blocks.pop(pointer)
-        return self._ok("cudaFree")
-
-    def cudaFreeHost(self, pointer):
-        self.blocks.pop(pointer)
-        return self._ok("cudaFreeHost")
-
-    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
-        ctypes.memmove(dst, src, nbytes)
-        return self._ok(f"memcpy:{kind}")
-
-    def cudaStreamCreate(self):
-        return self._ok("cudaStreamCreate", Stream(77))
-
-    def cudaStreamSynchronize(self, stream):
-        return self._ok("cudaStreamSynchronize")
-
-    def cudaStreamDestroy(self, stream):
-        return self._ok("cudaStreamDestroy")
-
-
-def _device_array(pointer: int, dtype, shape) -> np.ndarray:
-    count = int(np.prod(shape))
-    raw = (ctypes.c_uint8 * (count * np.dtype(dtype).itemsize)).from_address(pointer)
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
-
-
-class FakeContext:
-    """Output ``logits[n, k] = 2 * sum(image n) + k`` for k in 0..9."""
-
-    def __init__(self) -> None:
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        self.addresses: dict[str, int] = {}
-
-    def set_input_shape(self, name, shape):
-        assert name == "serving_images"
-        self.shapes[name] = tuple(shape)
-        return True
-
-    def get_tensor_shape(self, name):
-        batch = self.shapes["serving_images"][0]
-        return self.shapes["serving_images"] if name == "serving_images" else (batch, 10)
-
-    def set_tensor_address(self, name, address):
-        self.addresses[name] = address
-        return True
-
-    def execute_async_v3(self, stream):
-        assert stream == 77
-        shape = self.shapes["serving_images"]
-        images = _device_array(self.addresses["serving_images"], np.float32, shape)
-        logits = _device_array(self.addresses["logits"], np.float32, (shape[0], 10))
-        logits[:] = 2 * images.reshape(shape[0], -1).sum(axis=1, keepdims=True) + np.arange(10)
-        return True
-
-
-class FakeEngine:
-    num_io_tensors = 2
-    names = ("serving_images", "logits")
-
-    def get_tensor_name(self, index):
-        return self.names[index]
-
-    def get_tensor_mode(self, name):
-        return "in" if name == "serving_images" else "out"
-
-    def get_tensor_shape(self, name):
-        return (-1, 4, 4, 3) if name == "serving_images" else (-1, 10)
-
-    def get_tensor_dtype(self, name):
-        return "FLOAT"
-
-    def get_tensor_profile_shape(self, name, index):
-        return [(1, 4, 4, 3), (2, 4, 4, 3), (4, 4, 4, 3)]
-
-    def create_execution_context(self):
-        self.context = FakeContext()
-        return self.context
-
-
-def fake_tensorrt(dla_cores: int = 0) -> SimpleNamespace:
-    class ILogger:
-        Severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
-
-        def __init__(self):
-            pass
-
-    class Runtime:
-        def __init__(self, logger):
-            self.logger = logger
-            self.num_DLA_cores = dla_cores
-            self.DLA_core = -1
-            runtimes.append(self)
-
-        def deserialize_cuda_engine(self, blob):
-            if bytes(blob) != b"FAKE-ENGINE":
-                self.logger.log(ILogger.Severity.ERROR, "Serialization assertion failed\nmore detail")
-                return None
-            return FakeEngine()
-
-    runtimes: list[Runtime] = []
-    dtypes = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8}
-    return SimpleNamespace(
-        __version__="10.8.0", ILogger=ILogger, Runtime=Runtime, runtimes=runtimes,
-        TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"), nptype=lambda dtype: dtypes[dtype],
-    )
-
-
 @pytest.fixture
 def fake_stack(monkeypatch):
-    def install(integrated: bool = False, dla_cores: int = 0, jetson: bool = False):
-        cudart, trt = FakeCudart(integrated), fake_tensorrt(dla_cores)
+    def install(integrated: bool = False, dla_cores: int = 0, jetson: bool = False, **trt_options):
+        cudart, trt = FakeCudart(integrated), FakeTensorRT(dla_cores, **trt_options)
         monkeypatch.setattr(trt_runtime, "cuda_runtime", lambda: cudart)
         monkeypatch.setattr(trt_runtime, "import_tensorrt", lambda: trt)
         monkeypatch.setattr(jetson_module, "is_jetson", lambda *args: jetson)
@@ -585,6 +452,12 @@ def test_fake_stack_dequantizes_integer_outputs(fake_stack, tmp_path):
     predictor.close()
 
 
+def test_fake_stack_null_runtime_is_device_error(fake_stack, tmp_path):
+    fake_stack(null_factories=True)
+    with pytest.raises(DeviceError, match=r"cannot create its Runtime \(it logged no reason; is the NVIDIA driver"):
+        load(write_engine(tmp_path), device="cuda")
+
+
 def test_fake_stack_dla_engine_needs_jetson_backend(fake_stack, tmp_path):
     fake_stack(dla_cores=2)
     with pytest.raises(DeviceError, match="built for DLA core 1: load it with device='jetson'"):
@@ -622,113 +495,11 @@ def test_fake_jetson_missing_dla_core(fake_stack, tmp_path):
 
 # fake TensorRT builder: the exporter's network, config, profile and cache handling -----------------
 
-class FakeBuilderStack:
-    def __init__(self, parse_ok: bool = True, build_ok: bool = True, dla_cores: int = 0,
-                 input_shape: tuple[int, ...] = (-1, 4, 4, 3)) -> None:
-        self.parse_ok, self.build_ok, self.dla_cores = parse_ok, build_ok, dla_cores
-        self.input_shape = input_shape
-        self.log: dict[str, object] = {}
-        self.flags: list[object] = []
-        stack = self
-
-        class Cache:
-            def __init__(self, data):
-                self.data = bytes(data)
-
-            def serialize(self):
-                return memoryview(self.data + b"+new")
-
-        class Config:
-            def __init__(self):
-                self.cache = None
-
-            def set_memory_pool_limit(self, pool, size):
-                stack.log["workspace"] = (pool, size)
-
-            def add_optimization_profile(self, profile):
-                stack.log["profile"] = profile.shapes
-
-            def set_flag(self, flag):
-                stack.flags.append(flag)
-
-            def create_timing_cache(self, data):
-                return Cache(data)
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                self.cache = cache
-                return True
-
-            def get_timing_cache(self):
-                return self.cache
-
-            def __setattr__(self, name, value):
-                stack.log[name] = value
-                object.__setattr__(self, name, value)
-
-        class Profile:
-            def set_shape(self, name, low, opt, high):
-                self.shapes = (name, low, opt, high)
-
-        class Parser:
-            def __init__(self, network, logger):
-                self.num_errors = 0 if stack.parse_ok else 1
-
-            def parse_from_file(self, path):
-                stack.log["parsed"] = Path(path).read_bytes()
-                return stack.parse_ok
-
-            def get_error(self, index):
-                return SimpleNamespace(desc=lambda: "Unsupported operator QLinearConv", node_name=lambda: "n7")
-
-        class Network:
-            num_inputs = 1
-
-            def get_input(self, index):
-                return SimpleNamespace(name="input_layer_7", shape=stack.input_shape)
-
-        class Builder:
-            num_DLA_cores = stack.dla_cores
-
-            def __init__(self, logger):
-                self.logger = logger
-
-            def create_network(self, flags):
-                stack.log["network_flags"] = flags
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                if not stack.build_ok:
-                    self.logger.log(1, "Internal Error (could not find any implementation)")
-                    return None
-                return memoryview(b"BUILT-ENGINE")
-
-        class ILogger:
-            Severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
-
-            def __init__(self):
-                pass
-
-        self.trt = SimpleNamespace(
-            __version__="10.8.0", ILogger=ILogger, Builder=Builder, OnnxParser=Parser,
-            NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=1),
-            MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
-            DeviceType=SimpleNamespace(DLA="DLA", GPU="GPU"),
-            BuilderFlag=SimpleNamespace(GPU_FALLBACK="GPU_FALLBACK"),
-            HardwareCompatibilityLevel=SimpleNamespace(AMPERE_PLUS="AMPERE_PLUS"),
-        )
-
-
 @pytest.fixture
 def fake_builder(monkeypatch):
     def install(**kwargs):
-        stack = FakeBuilderStack(**kwargs)
-        monkeypatch.setattr(trt_export, "import_tensorrt", lambda: stack.trt)
+        stack = FakeTensorRT(**kwargs)
+        monkeypatch.setattr(trt_export, "import_tensorrt", lambda: stack)
         monkeypatch.setattr(trt_export, "gpu_info", lambda: trt_runtime.GpuInfo("Fake L4", "8.9", False))
         exported = stack.log.setdefault("onnx_jobs", [])
 
@@ -760,9 +531,12 @@ def test_fake_builder_writes_engine_with_metadata(fake_builder, tmp_path):
     metadata = trt_export.convert(job)
     assert stack.log["parsed"] == b"ONNX-int8"
     assert stack.log["network_flags"] == 1 << 1
-    assert stack.log["workspace"] == ("WORKSPACE", 256 << 20)
+    assert stack.log["workspace"] == (MemoryPoolType.WORKSPACE, 256 << 20)
     assert stack.log["profile"] == ("input_layer_7", (1, 4, 4, 3), (2, 4, 4, 3), (4, 4, 4, 3))
     assert cache.read_bytes() == b"+new"
+    config = stack.log["config"]
+    assert config.default_device_type is DeviceType.GPU and config.DLA_core == -1 and stack.flags == []
+    assert config.hardware_compatibility_level is HardwareCompatibilityLevel.NONE
     assert metadata.format == "trt" and metadata.precision == "int8"
     info = metadata.extra["tensorrt"]
     assert info == {"version": "10.8.0", "gpu": "Fake L4", "compute_capability": "8.9", "precision": "int8",
@@ -780,8 +554,9 @@ def test_fake_builder_writes_engine_with_metadata(fake_builder, tmp_path):
 def test_fake_builder_dla_and_hardware_compatibility(fake_builder, tmp_path):
     stack = fake_builder(dla_cores=2)
     trt_export.convert(trt_job(tmp_path, dla_core=1, precision="fp16"))
-    assert stack.log["default_device_type"] == "DLA" and stack.log["DLA_core"] == 1
-    assert stack.flags == ["GPU_FALLBACK"]
+    config = stack.log["config"]
+    assert config.default_device_type is DeviceType.DLA and config.DLA_core == 1
+    assert stack.flags == [BuilderFlag.GPU_FALLBACK]
     with pytest.raises(InvalidArgumentError, match=r"DLA cores 0\.\.1"):
         trt_export.convert(trt_job(tmp_path, dla_core=2))
     fake_builder(dla_cores=0)
@@ -789,7 +564,7 @@ def test_fake_builder_dla_and_hardware_compatibility(fake_builder, tmp_path):
         trt_export.convert(trt_job(tmp_path, dla_core=0))
     stack = fake_builder()
     metadata = trt_export.convert(trt_job(tmp_path, hardware_compatibility=True))
-    assert stack.log["hardware_compatibility_level"] == "AMPERE_PLUS"
+    assert stack.log["config"].hardware_compatibility_level is HardwareCompatibilityLevel.AMPERE_PLUS
     assert metadata.extra["tensorrt"]["hardware_compatibility"] is True
 
 
@@ -806,6 +581,10 @@ def test_fake_builder_errors_are_one_line(fake_builder, tmp_path):
     fake_builder(input_shape=(-1, 3, 4, 4))
     with pytest.raises(ExportError, match="expected NHWC"):
         trt_export.convert(trt_job(tmp_path))
+    fake_builder(null_factories=True)
+    with pytest.raises(DeviceError, match=r"^TensorRT cannot create its Builder \(") as info:
+        trt_export.convert(trt_job(tmp_path))
+    assert NULLPTR not in str(info.value)
 
 
 # real TensorRT on a GPU ------------------------------------------------------------------------
