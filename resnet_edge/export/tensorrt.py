@@ -7,7 +7,6 @@ The same path works on TensorRT 10 (JetPack), where DLA is still available.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from ..metadata import ModelMetadata, tool_versions
 from ..runtime.tensorrt import (
     HARDWARE_COMPATIBILITY_MIN_CC,
     GpuInfo,
+    create,
     first_line,
     gpu_info,
     import_tensorrt,
@@ -110,17 +110,11 @@ def validate_options(options: Mapping[str, Any]) -> None:
 
 def first_parser_error(parser: Any) -> str:
     """The parser's first error as one line: node name (when known) and description."""
-    if not getattr(parser, "num_errors", 0):
+    if not parser.num_errors:
         return "no error reported"
     error = parser.get_error(0)
-    try:
-        description = error.desc()
-    except AttributeError:
-        description = str(error)
-    node = ""
-    with contextlib.suppress(AttributeError):
-        node = str(error.node_name() or "")
-    text = first_line(description) or "unknown parser error"
+    node = str(error.node_name() or "")
+    text = first_line(error.desc()) or "unknown parser error"
     return f"node {node}: {text}" if node else text
 
 
@@ -156,10 +150,9 @@ def _build_engine(
     """Parse the ONNX into a strongly typed network and build the serialized engine."""
     options = job.options
     logger = make_logger(trt)
-    builder = trt.Builder(logger)
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
-    parser = trt.OnnxParser(network, logger)
+    builder = create(logger, trt.Builder, logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = create(logger, trt.OnnxParser, network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise ExportError(f"TensorRT cannot parse the {options['precision']} ONNX: {first_parser_error(parser)}")
     if network.num_inputs != 1:

@@ -77,7 +77,11 @@ def gpu_info(runtime: ModuleType | None = None) -> GpuInfo:
     Shared by the exporter (recorded in the engine's metadata) and the runtime (checked against it).
     """
     runtime = runtime or cuda_runtime()
-    count = check_cuda(runtime.cudaGetDeviceCount(), "device query (is an NVIDIA driver installed?)", runtime)
+    try:
+        result = runtime.cudaGetDeviceCount()
+    except RuntimeError as exc:  # cuda-python before 12.6 (cuda.cudart) raises when it finds no driver
+        raise DeviceError(f"CUDA device query failed: {first_line(str(exc))} (is an NVIDIA driver installed?)") from None
+    count = check_cuda(result, "device query (is an NVIDIA driver installed?)", runtime)
     if not count:
         raise DeviceError("no CUDA device found")
     device = check_cuda(runtime.cudaGetDevice(), "cudaGetDevice", runtime)
@@ -174,6 +178,19 @@ def make_logger(trt: ModuleType) -> Any:
     return CollectingLogger()
 
 
+def create(logger: Any, factory: Any, *args: Any) -> Any:
+    """``factory(*args)`` for ``trt.Builder``, ``trt.OnnxParser`` or ``trt.Runtime``, as a one-line DeviceError when
+    TensorRT cannot start (CUDA or library trouble): it then returns null, which its bindings raise as a TypeError.
+    """
+    try:
+        return factory(*args)
+    except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise
+        reason = logger.first_error("it logged no reason; is the NVIDIA driver working?")
+        raise DeviceError(f"TensorRT cannot create its {factory.__name__} ({reason})") from None
+
+
 def first_line(text: str, limit: int = 300) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return (lines[0] if lines else "")[:limit]
@@ -248,7 +265,7 @@ class TensorRTBackend(Backend):
         self.gpu = gpu_info(self._rt)
         check_engine_compatibility(self.metadata, trt.__version__, self.gpu.compute_capability, source)
         self._logger = make_logger(trt)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = create(self._logger, trt.Runtime, self._logger)
         self._configure_runtime(self._runtime)
         self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
