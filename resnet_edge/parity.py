@@ -16,7 +16,7 @@ import numpy as np
 from ._memo import KeepLast
 from .data import Dataset
 from .errors import DataError, InvalidArgumentError, ParityError, ResnetEdgeError
-from .runtime.base import to_probabilities
+from .runtime.base import looks_like_probabilities, to_probabilities
 
 DIAGNOSIS_IMAGES = 32
 
@@ -28,8 +28,10 @@ class Tolerance:
     ``max_abs <= atol + rtol * scale`` (scale: max|reference|, or the reference's logit range when logits are
     compared); cosine similarity per image, averaged, at least ``min_cosine`` (``min_logit_cosine`` for
     logits, each row centred first since a softmax ignores a constant shift); top-1 agreement at least
-    ``min_top1`` on the *decisive* images, those whose float top-1 margin exceeds ``DECISIVE_NOISE`` times
-    the RMS output error: on the rest the float model itself is a coin toss at this precision's noise.
+    ``min_top1`` on the *decisive* images, those whose float top-1 margin exceeds ``decisive_margin * scale``:
+    the precision's own noise level, so a model whose best two classes are closer than that (a random-init
+    network, an uncertain frame) is judged by its cosine, not by a coin toss. The margin belongs to the
+    precision, not to the candidate, so a badly wrong artifact cannot make its own images indecisive.
     """
 
     atol: float | None
@@ -241,19 +243,18 @@ def compare(
         precision = metadata.precision if metadata else "fp32"
     candidate_outputs = run_outputs(candidate, data.images, batch_size)
     activation = metadata.output_activation if metadata else None
+    logits = activation == "linear"
     keras_model = getattr(getattr(reference, "backend", None), "model", None)
     if keras_model is not None:
         keras_model = matching_reference(keras_model, activation)
-    if reference_outputs is None:
-        reference_outputs = run_outputs(reference, data.images, batch_size)
-    elif len(reference_outputs[0]) != len(data):
+    if reference_outputs is not None and len(reference_outputs[0]) != len(data):
         raise DataError(f"saved reference outputs cover {len(reference_outputs[0])} images, the data has {len(data)}")
-    logits = activation == "linear"
-    if logits and _are_probabilities(reference_outputs):
-        if keras_model is not None:
-            reference_outputs = _keras_outputs(keras_model, data.images)
-        else:
-            candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
+    if logits and keras_model is not None:  # the Keras model's own logits, whatever outputs were passed in
+        reference_outputs = _keras_outputs(keras_model, data.images)
+    elif reference_outputs is None:
+        reference_outputs = run_outputs(reference, data.images, batch_size)
+    if logits and len(reference_outputs) == 1 and looks_like_probabilities(reference_outputs[0]):
+        candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
     model_labels = metadata.labels if metadata else ()
     labels = data.labels if labels_match(data, reference_outputs, model_labels) else None
     report = compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name,
@@ -289,14 +290,6 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
 def calibration_images_of(metadata) -> int | None:
     count = metadata.extra.get("calibration_images") if metadata is not None else None
     return int(count) if isinstance(count, int) else None
-
-
-def _are_probabilities(outputs: list[np.ndarray]) -> bool:
-    """A classifier output whose rows are inside [0, 1] and sum to 1."""
-    if len(outputs) != 1 or outputs[0].ndim != 2:
-        return False
-    rows = outputs[0]
-    return bool(rows.min() >= -1e-3 and rows.max() <= 1 + 1e-3 and np.abs(rows.sum(axis=1) - 1).max() <= 0.05)
 
 
 _logits_models = KeepLast()  # the last Keras model cut before its softmax

@@ -101,6 +101,12 @@ def expand_input(item: Any) -> Iterator[tuple[str, Any]]:
         raise InvalidArgumentError(f"cannot use {type(item).__name__} as an image input")
 
 
+def looks_like_probabilities(scores: np.ndarray) -> bool:
+    """Rows inside [0, 1] that sum to 1: what a classifier's softmax gives."""
+    return bool(scores.ndim == 2 and scores.min() >= -1e-3 and scores.max() <= 1.0 + 1e-3
+                and np.abs(scores.sum(axis=-1) - 1.0).max() <= 0.05)
+
+
 def to_probabilities(scores: np.ndarray, output_activation: str | None = None) -> np.ndarray:
     """A classifier's outputs as probabilities: as they are after a softmax, through one after logits.
 
@@ -109,8 +115,7 @@ def to_probabilities(scores: np.ndarray, output_activation: str | None = None) -
     """
     if output_activation == "softmax":
         return scores
-    if output_activation is None and (scores.min() >= -1e-3 and scores.max() <= 1.0 + 1e-3
-                                      and np.abs(scores.sum(axis=-1) - 1.0).max() <= 0.05):
+    if output_activation is None and looks_like_probabilities(scores):
         return scores
     shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
