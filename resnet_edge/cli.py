@@ -188,6 +188,12 @@ def info(
                   else "none: the input goes to the network as it is (a keras.applications model expects its "
                        "preprocess_input: export with --preprocessing caffe|torch|tf)"),
                  ("labels", f"{metadata.num_classes}: {labels}" if metadata.labels else "none")]
+        outputs = {"softmax": "probabilities (softmax inside)",
+                   "linear": "logits (predict() applies the softmax in float)"}.get(metadata.output_activation or "")
+        if outputs:
+            rows.append(("output", outputs))
+        if metadata.extra.get("float_layers"):
+            rows.append(("kept float", ", ".join(metadata.extra["float_layers"])))
         if metadata.input_quantization:
             q = metadata.input_quantization
             rows.append(("input quantization", f"scale {q.scale:g}, zero point {q.zero_point}"))
