@@ -183,7 +183,9 @@ def info(
         labels = ", ".join(metadata.labels[:10]) + (" …" if len(metadata.labels) > 10 else "")
         rows += [("format", f"{metadata.format} ({metadata.precision})"),
                  ("input", f"{metadata.layout} {'x'.join(map(str, metadata.input_shape))} {metadata.input_dtype} "
-                           f"{metadata.color_order} {metadata.input_range[0]:g}-{metadata.input_range[1]:g}"),
+                           f"{metadata.color_order} " + (f"{metadata.input_range[0]:g}-{metadata.input_range[1]:g}"
+                                                         if metadata.preprocessing != "none" else
+                                                         "in whatever range the network was trained on")),
                  ("preprocessing", f"{metadata.preprocessing} (inside the model)" if metadata.preprocessing != "none"
                   else "none: the input goes to the network as it is (a keras.applications model expects its "
                        "preprocess_input: export with --preprocessing caffe|torch|tf)"),
