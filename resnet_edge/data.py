@@ -13,7 +13,6 @@ import numpy as np
 from .errors import DataError, InvalidArgumentError
 from .preprocess import is_image_file, load_image, resize, to_rgb_uint8
 
-BUILTIN_DATASETS = ("digits", "photos")
 # Natural photos that ship inside the scikit-image wheel (its other sample files are charts and synthetic).
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
                   "gravel.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
@@ -140,6 +139,9 @@ def load_photos(size: tuple[int, int] = (224, 224), crops: int = PHOTO_CROPS, se
     return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), names, "photos")
 
 
+BUILTIN_DATASETS: dict[str, Callable[[tuple[int, int]], Dataset]] = {"digits": load_digits, "photos": load_photos}
+
+
 def _scan_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_dirs:
@@ -201,10 +203,8 @@ def load_array(path: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
 def load_dataset(source: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
     """``digits``, ``photos``, an image folder, or an ``.npy`` file, as RGB ``uint8`` images of ``size``."""
     text = str(source)
-    if text == "photos":
-        return load_photos(size)
     if text in BUILTIN_DATASETS:
-        return load_digits(size)
+        return BUILTIN_DATASETS[text](size)
     path = Path(text)
     if path.is_dir():
         return load_image_folder(path, size)

@@ -98,7 +98,11 @@ def _graph(model) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str,
 
 def fused_unit(model, name: str) -> list[str]:
     """The layers one runtime op computes with ``name``: back to its conv/dense, on through its norm/activation."""
-    parents, children, kinds = _graph(model)
+    return _unit(_graph(model), name)
+
+
+def _unit(graph: tuple[dict[str, list[str]], dict[str, list[str]], dict[str, str]], name: str) -> list[str]:
+    parents, children, kinds = graph
     unit = [name]
     current = name
     while kinds.get(current) in FUSABLE and len(parents.get(current, [])) == 1:
@@ -119,13 +123,14 @@ def fused_unit(model, name: str) -> list[str]:
 
 def float_step(model, ranked: list[tuple[str, float]], kept: set[str]) -> list[str]:
     """The layers to keep in float next: the worst-ranked layer's unit and the units feeding it, not yet kept."""
-    parents, _, kinds = _graph(model)
+    graph = _graph(model)
+    parents, _, kinds = graph
     for name, error in ranked:
         if error <= 0:
             break
-        unit = fused_unit(model, name)
+        unit = _unit(graph, name)
         feeding = [layer for parent in parents.get(unit[0], []) if kinds.get(parent) != "InputLayer"
-                   for layer in fused_unit(model, parent)]
+                   for layer in _unit(graph, parent)]
         new = list(dict.fromkeys(layer for layer in unit + feeding if layer not in kept))
         if new:
             return new

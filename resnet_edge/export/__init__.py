@@ -139,6 +139,12 @@ def model_digest(model) -> str:
     return hashlib.sha256(config + weights_digest(model).encode()).hexdigest()
 
 
+def ends_in_logits(job: ExportJob) -> bool:
+    """An int8 export leaves a classifier's softmax out of the integer graph unless ``int8_softmax`` asks for it."""
+    return (job.format.precision == "int8" and not job.options.get("int8_softmax")
+            and job.metadata.output_activation == "softmax")
+
+
 def calibration_extra(job: ExportJob, float_layers: tuple[str, ...]) -> dict[str, Any]:
     """What every int8 artifact records of its calibration and of the layers kept in float."""
     extra: dict[str, Any] = {"calibration_images": len(job.calibration), "calibration_source": job.calibration.source}

@@ -18,7 +18,7 @@ from .._lazy import lazy_import
 from .._quiet import quiet
 from ..errors import ExportError, InvalidArgumentError, ResnetEdgeError
 from ..metadata import ModelMetadata, tool_versions
-from . import ExportJob, calibration_extra
+from . import ExportJob, calibration_extra, ends_in_logits
 from .onnx import INPUT_NAME, ONNX_TOOLS, save_onnx, to_logits_proto, to_onnx_proto
 
 SCHEMES = ("cpu", "trt")
@@ -77,7 +77,7 @@ def convert(job: ExportJob) -> ModelMetadata:
     onnx = lazy_import("onnx", extra="export")
     scheme, method, opset = job.options["scheme"], job.options["calib_method"], int(job.options["opset"])
     float_layers = tuple(job.options.get("float_layers") or ())
-    logits = not job.options.get("int8_softmax") and job.metadata.output_activation == "softmax"
+    logits = ends_in_logits(job)
     if scheme not in SCHEMES:
         raise InvalidArgumentError(f"--scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
     if method not in CALIB_METHODS:

@@ -16,7 +16,7 @@ from .._quiet import quiet
 from ..errors import ExportError, InvalidArgumentError, ResnetEdgeError
 from ..metadata import ModelMetadata, tool_versions
 from ..runtime.tflite import tensor_quantization
-from . import ExportJob, calibration_extra
+from . import ExportJob, calibration_extra, ends_in_logits
 
 IO_TYPES = ("int8", "uint8")
 
@@ -83,8 +83,7 @@ def convert(job: ExportJob) -> ModelMetadata:
     precision = job.format.precision
     io_type = job.options.get("io", "int8")
     float_layers = tuple(job.options.get("float_layers") or ())
-    logits = (precision == "int8" and not job.options.get("int8_softmax")
-              and job.metadata.output_activation == "softmax")
+    logits = ends_in_logits(job)
     source = logits_model(job.model) if logits else job.model
     converter = make_converter(source, precision, job.calibration, io_type)
     job.progress(f"converting {job.metadata.model} to {job.format.name}")
