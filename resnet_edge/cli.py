@@ -262,6 +262,8 @@ def export(
     if (budget is not None or calib_report) and not all(f.calibrated for f in chosen):
         flag = "--max-drop" if budget is not None else "--calib-report"
         raise InvalidArgumentError(f"{flag} applies to onnx-int8 and tflite-int8, not {', '.join(f.name for f in chosen if not f.calibrated)}")
+    if calib_report and not verify:
+        raise InvalidArgumentError("--calib-report needs verification; drop --no-verify")
     if len(chosen) == 1:
         resolve_options(chosen[0], given)
     else:
@@ -294,8 +296,6 @@ def export(
         if calib_report:
             from .calib_report import calibration_report
 
-            if result.parity is None:
-                raise InvalidArgumentError("--calib-report needs verification; drop --no-verify")
             if not as_json:
                 say(f"{fmt.name}: calibrating again on half of the {len(calibration)} images")
             report = calibration_report(model, fmt.name, target, result.parity, calibration, verify_set,
