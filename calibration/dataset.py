@@ -53,15 +53,16 @@ class CalibrationSet:
 
     @classmethod
     def from_source(cls, source: str | os.PathLike[str], size: tuple[int, int], count: int = DEFAULT_COUNT,
-                    seed: int = 0, batch_size: int = 8) -> CalibrationSet:
-        """From ``digits``, an image folder or an ``.npy`` file; images are resized to ``size``."""
-        return cls.from_dataset(load_dataset(source, size), count, seed, batch_size)
+                    seed: int = 0, batch_size: int = 8, policy: str = "squash") -> CalibrationSet:
+        """From ``digits``, ``photos``, an image folder or an ``.npy`` file, fitted to ``size`` under the
+        model's resize ``policy``."""
+        return cls.from_dataset(load_dataset(source, size, policy), count, seed, batch_size)
 
-    def resized(self, size: tuple[int, int]) -> CalibrationSet:
+    def resized(self, size: tuple[int, int], policy: str = "squash") -> CalibrationSet:
         if self.images.shape[1:3] == tuple(size):
             return self
-        images = Dataset(self.images, None, (), self.source).resized(size).images
-        holdout = self.holdout.resized(size) if self.holdout is not None else None
+        images = Dataset(self.images, None, (), self.source).resized(size, policy).images
+        holdout = self.holdout.resized(size, policy) if self.holdout is not None else None
         return CalibrationSet(images, holdout, self.source, self.batch_size)
 
     def batches(self, batch_size: int | None = None, dtype: str = "float32") -> Iterator[np.ndarray]:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import InvalidArgumentError, ResnetEdgeError
+from .metadata import RESIZE_POLICIES, check_policy
 
 app = typer.Typer(
     name="resnet-edge",
@@ -31,6 +32,12 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary only.")]
+RESIZE_HELP = (f"How frames of another shape reach the input size ({', '.join(RESIZE_POLICIES)}); "
+               "recorded in the model and followed by every artifact.")
+ResizeOption = Annotated[str, typer.Option(help=RESIZE_HELP)]
+RESIZE_DESCRIPTIONS = {"squash": "squash (the whole frame stretched to the input size)",
+                       "center-crop": "center-crop (the largest centred region of the input's aspect ratio)",
+                       "letterbox": "letterbox (the whole frame fitted, padded with black)"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -70,6 +77,7 @@ def build(
     preprocessing: Annotated[str, typer.Option(help="scale (x/255), caffe (keras.applications ResNet weights), torch, tf or none.")] = "scale",
     weights: Annotated[Path | None, typer.Option(help="Local .h5 / .weights.h5 weights, loaded by layer name.")] = None,
     labels: Annotated[Path | None, typer.Option(help="Text file with one class label per line.")] = None,
+    resize: ResizeOption = "squash",
     as_json: JsonFlag = False,
 ) -> None:
     """Write a ResNet model file from a name and an input shape."""
@@ -77,12 +85,13 @@ def build(
     from .models.io import describe, save_model
 
     height, width = parse_size(input_size)
+    check_policy(resize)
     label_list = _read_labels(labels) if labels else None
     model = build_resnet(name, (height, width, 3), num_classes=classes, head=head,
                          preprocessing=preprocessing, weights=weights)
-    save_model(model, out_path, describe(model, label_list))
+    save_model(model, out_path, describe(model, label_list, resize=resize))
     summary = {"path": str(out_path), "model": name, "input_shape": [height, width, 3],
-               "parameters": int(model.count_params())}
+               "parameters": int(model.count_params()), "resize": resize}
     print_json(summary) if as_json else out.print(f"wrote {out_path} ({name}, {model.count_params():,} parameters)")
 
 
@@ -108,6 +117,7 @@ def train(
     weights: Annotated[Path | None, typer.Option(help="Initial weights (.h5/.weights.h5), head skipped if it differs.")] = None,
     freeze_backbone: Annotated[bool, typer.Option(help="Train only the head (fine-tuning).")] = False,
     flip: Annotated[bool, typer.Option(help="Random horizontal flips.")] = False,
+    resize: Annotated[str | None, typer.Option(help=RESIZE_HELP + " Default: the model file's own, else squash.")] = None,
     seed: int = 0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -119,13 +129,16 @@ def train(
     from .train import freeze_backbone as freeze
     from .train import train as fit
 
+    policy = check_policy(resize) if resize is not None else None
     if Path(model).suffix in (".keras", ".h5"):
-        keras_model, _ = load_model(model)
+        keras_model, metadata = load_model(model)
         size = tuple(int(v) for v in keras_model.input_shape[1:3])
+        policy = policy or metadata.resize
     else:
         size = parse_size(input_size)
         keras_model = None
-    dataset = load_dataset(data, size)
+    policy = policy or "squash"
+    dataset = load_dataset(data, size, policy)
     dataset.check_trainable()
     if keras_model is None:
         keras_model = build_resnet(model, (*size, 3), num_classes=len(dataset.class_names), head=head)
@@ -135,13 +148,13 @@ def train(
         freeze(keras_model)
     if not as_json:
         say(f"training {keras_model.name} on {dataset.source}: {len(dataset)} images, "
-            f"{len(dataset.class_names)} classes, {size[0]}x{size[1]}")
+            f"{len(dataset.class_names)} classes, {size[0]}x{size[1]} ({policy})")
     result = fit(keras_model, dataset, epochs=epochs, batch_size=batch_size, learning_rate=lr,
-                 val_fraction=val_split, flip=flip, seed=seed, verbose=0 if as_json else 1)
-    save_model(keras_model, out_path, describe(keras_model, dataset.class_names))
+                 val_fraction=val_split, flip=flip, seed=seed, verbose=0 if as_json else 1, resize=policy)
+    save_model(keras_model, out_path, describe(keras_model, dataset.class_names, resize=policy))
     summary = {"path": str(out_path), "model": keras_model.name, "val_accuracy": result.val_accuracy,
-               "train_accuracy": result.train_accuracy, "epochs": result.epochs, "seconds": round(result.seconds, 1),
-               "train_images": result.train_images, "val_images": result.val_images}
+               "train_accuracy": result.train_accuracy, "epochs": result.epochs, "resize": policy,
+               "seconds": round(result.seconds, 1), "train_images": result.train_images, "val_images": result.val_images}
     if as_json:
         print_json(summary)
     else:
@@ -186,6 +199,7 @@ def info(
                            f"{metadata.color_order} " + (f"{metadata.input_range[0]:g}-{metadata.input_range[1]:g}"
                                                          if metadata.preprocessing != "none" else
                                                          "in whatever range the network was trained on")),
+                 ("resize", RESIZE_DESCRIPTIONS[metadata.resize]),
                  ("preprocessing", f"{metadata.preprocessing} (inside the model)" if metadata.preprocessing != "none"
                   else "none: the input goes to the network as it is (a keras.applications model expects its "
                        "preprocess_input: export with --preprocessing caffe|torch|tf)"),
@@ -282,7 +296,7 @@ def export(
     if verify_data is not None:
         from .data import load_dataset
 
-        verify_set = load_dataset(verify_data, _input_size(model))
+        verify_set = load_dataset(verify_data, *_geometry(model))
     summaries = []
     for fmt in chosen:
         default = default_output(model, fmt)
@@ -309,12 +323,12 @@ def export(
         print_json(summaries[0] if len(summaries) == 1 else summaries)
 
 
-def _input_size(model: Path) -> tuple[int, int]:
-    """The Keras model's input (height, width) from its embedded metadata."""
+def _geometry(model: Path) -> tuple[tuple[int, int], str]:
+    """The Keras model's input (height, width) and resize policy from its embedded metadata."""
     from .artifact import read_keras
 
     metadata = read_keras(model)
-    return tuple(metadata.input_shape[:2]) if metadata else (224, 224)
+    return (tuple(metadata.input_shape[:2]), metadata.resize) if metadata else ((224, 224), "squash")
 
 
 def _calibration(model: Path, source: str | None, count: int):
@@ -323,7 +337,8 @@ def _calibration(model: Path, source: str | None, count: int):
 
     if source is None:
         raise InvalidArgumentError("int8 export needs calibration data: pass --calib-data DIR|digits|FILE.npy")
-    return CalibrationSet.from_source(source, _input_size(model), count)
+    size, policy = _geometry(model)
+    return CalibrationSet.from_source(source, size, count, policy=policy)
 
 
 # predict / parity ---------------------------------------------------------------------------
@@ -339,6 +354,8 @@ def predict(
     strict: Annotated[bool, typer.Option(help="Fail on the first unreadable image instead of skipping it.")] = False,
     source: Annotated[str | None, typer.Option(help="Video file or camera index: per-frame labels and FPS.")] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="With --source: stop after N frames.")] = None,
+    live: Annotated[bool | None, typer.Option("--live/--no-live", help="With --source: drop stale frames to stay "
+                                              "current (default: cameras and URLs yes, files no).")] = None,
     as_json: JsonFlag = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV rows (source,rank,label,index,score).")] = False,
 ) -> None:
@@ -356,7 +373,7 @@ def predict(
         if not (as_json or as_csv):
             say(f"{model.name}: {predictor.backend.name} on {predictor.device}")
         if source is not None:
-            _predict_video(predictor, source, top_k, max_frames, as_json)
+            _predict_video(predictor, source, top_k, max_frames, as_json, live)
             return
         items = [path for item in inputs or [] for _, path in expand_input(item)]
         if not items:
@@ -397,21 +414,24 @@ def _print_predictions(predictions, skipped: list[str], as_json: bool, as_csv: b
         warn(f"skipped {len(skipped)} unreadable input(s), first: {skipped[0]}")
 
 
-def _predict_video(predictor, source: str, top_k: int, max_frames: int | None, as_json: bool) -> None:
+def _predict_video(predictor, source: str, top_k: int, max_frames: int | None, as_json: bool,
+                   live: bool | None = None) -> None:
     from .video import run_video
 
     def show(frame) -> None:
         if not as_json:
             best = frame.prediction
             labels = ", ".join(f"{label} ({score:.3f})" for label, score in zip(best.labels, best.scores, strict=True))
-            out.print(f"frame {frame.index}: {labels}  {frame.fps:.1f} FPS")
+            out.print(f"frame {frame.index}: {labels}  {frame.fps:.1f} FPS  {frame.capture_latency_ms:.1f} ms")
 
-    summary = run_video(predictor, source, top_k=top_k, max_frames=max_frames, on_frame=show)
+    summary = run_video(predictor, source, top_k=top_k, max_frames=max_frames, on_frame=show, live=live)
     if as_json:
         print_json(dataclasses.asdict(summary))
     else:
         ending = "interrupted" if summary.interrupted else "done"
-        out.print(f"{ending}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} FPS)")
+        out.print(f"{ending}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} FPS, "
+                  f"steady {summary.steady_fps:.1f} FPS), {summary.dropped} dropped, "
+                  f"capture-to-result p50 {summary.latency_p50_ms:.1f} ms")
 
 
 @app.command()
@@ -444,8 +464,7 @@ def parity(
     reports = []
     try:
         if load_outputs is None:
-            size = (reference.input_spec.height, reference.input_spec.width)
-            dataset = load_dataset(data, size).sample(n)
+            dataset = load_dataset(data, reference.input_spec.size, reference.resize_policy).sample(n)
             reference_outputs = run_outputs(reference, dataset.images, batch_size)
             if save_outputs is not None:
                 save_reference(save_outputs, reference_outputs, dataset)
@@ -500,12 +519,13 @@ def benchmark(
     warmup: Annotated[int, typer.Option(min=0)] = 10,
     min_time_s: Annotated[float, typer.Option(min=0.0, help="Measure at least this long per batch size.")] = 5.0,
     end_to_end: Annotated[bool, typer.Option(help="Time predict() from uint8 frames instead of the raw call.")] = False,
+    frame: Annotated[str | None, typer.Option(help="Also time predict() on camera frames of this size: 720p, 1080p, 4k or WxH.")] = None,
     n: Annotated[int, typer.Option("--n", min=0, help="With --all: parity images (0 skips parity).")] = 500,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="With --all: folder for artifacts and reports.")] = Path("benchmark"),
     as_json: JsonFlag = False,
 ) -> None:
     """Latency (mean/std/p50/p90/p99), throughput and memory of an artifact, or of every format with --all."""
-    from .benchmark import benchmark_artifact, rows_to_dict, run_all
+    from .benchmark import benchmark_artifact, parse_frame, rows_to_dict, run_all
     from .report import format_table, machine_description, write_reports
 
     try:
@@ -514,21 +534,28 @@ def benchmark(
         raise InvalidArgumentError(f"--batch-size must be comma-separated integers, got {batch_size!r}") from None
     if not sizes or min(sizes) < 1:
         raise InvalidArgumentError("batch sizes must be at least 1")
+    frame_size = parse_frame(frame) if frame is not None else None
     if not all_formats:
         if formats is not None:
             raise InvalidArgumentError("--formats applies only with --all")
         results = benchmark_artifact(path, device=device, batch_sizes=sizes, threads=threads, warmup=warmup,
-                                     min_time_s=min_time_s, end_to_end=end_to_end)
+                                     min_time_s=min_time_s, end_to_end=end_to_end, frame=frame_size)
         if as_json:
             print_json([r.to_dict() for r in results])
             return
-        table = Table("batch", "load s", "first ms", "mean ms", "std ms", "p50 ms", "p90 ms", "p99 ms", "images/s", "RSS MiB")
+        table = Table("batch", "input", "load s", "first ms", "mean ms", "std ms", "p50 ms", "p90 ms", "p99 ms",
+                      "images/s", "RSS MiB")
         for r in results:
-            table.add_row(str(r.batch_size), f"{r.load_s:.2f}", f"{r.first_inference_ms:.1f}", f"{r.mean_ms:.2f}",
-                          f"{r.std_ms:.2f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}",
-                          f"{r.throughput:.1f}", f"{r.rss_peak_mib:.0f}")
-        out.print(f"{path.name} on {results[0].backend}/{results[0].device}")
+            table.add_row(str(r.batch_size), r.input, f"{r.load_s:.2f}", f"{r.first_inference_ms:.1f}",
+                          f"{r.mean_ms:.2f}", f"{r.std_ms:.2f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
+                          f"{r.p99_ms:.2f}", f"{r.throughput:.1f}", f"{r.rss_peak_mib:.0f}")
+        machine = machine_description()
+        out.print(f"{path.name} on {results[0].backend}/{results[0].device}, "
+                  f"{machine['cpu']} ({machine['usable_cores']} usable cores)")
         out.print(table)
+        for raw, framed in zip(results[::2], results[1::2], strict=True) if frame_size else ():
+            out.print(f"batch {raw.batch_size}: a {framed.input} costs {framed.p50_ms - raw.p50_ms:+.2f} ms "
+                      f"({framed.p50_ms / raw.p50_ms:.2f}x) over the raw call (p50)")
         for r in results:
             if r.warning:
                 warn(r.warning)
@@ -537,6 +564,8 @@ def benchmark(
         raise InvalidArgumentError(f"{path}: --all needs the Keras model (.keras/.h5) to export from")
     if len(sizes) != 1:
         raise InvalidArgumentError("--all measures one batch size at a time")
+    if frame_size is not None:
+        raise InvalidArgumentError("--frame applies to one artifact, not --all")
     chosen = None if formats is None else [f.strip() for f in formats.split(",") if f.strip()]
     rows = run_all(path, out_dir, formats=chosen, data=data, device=device, batch_size=sizes[0],
                    min_time_s=min_time_s, warmup=warmup, parity_count=n, threads=threads,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .cpu import usable_cores
 from .errors import DataError, InvalidArgumentError
-from .preprocess import is_image_file, load_image, resize, to_rgb_uint8
+from .preprocess import fit_image, is_image_file, load_image, resize
 
 # Natural photos that ship inside the scikit-image wheel (its other sample files are charts and synthetic).
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
@@ -87,10 +89,11 @@ class Dataset:
     def sample(self, count: int, seed: int = 0) -> Dataset:
         return self if count >= len(self) else self.subset(self.sample_indices(count, seed))
 
-    def resized(self, size: tuple[int, int]) -> Dataset:
+    def resized(self, size: tuple[int, int], policy: str = "squash") -> Dataset:
+        """The images fitted to ``size`` under a resize policy (the model's, from its metadata)."""
         if self.image_size == tuple(size):
             return self
-        images = np.stack([resize(image, size) for image in self.images])
+        images = np.stack([resize(image, size, policy) for image in self.images])
         return Dataset(images, self.labels, self.class_names, self.source, self.skipped)
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
@@ -98,7 +101,7 @@ class Dataset:
             yield self.images[start : start + batch_size]
 
 
-def load_digits(size: tuple[int, int] = (32, 32)) -> Dataset:
+def load_digits(size: tuple[int, int] = (32, 32), policy: str = "squash") -> Dataset:
     """scikit-learn's 1,797 handwritten 8x8 digits, upsampled to ``size`` with 3 channels."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
@@ -106,12 +109,13 @@ def load_digits(size: tuple[int, int] = (32, 32)) -> Dataset:
         raise DataError("the digits dataset needs scikit-learn: pip install 'resnet-edge[export]'") from exc
     bunch = sklearn_digits()
     pixels = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-    images = np.stack([resize(to_rgb_uint8(p), size) for p in pixels])
+    images = np.stack([fit_image(p, size, policy) for p in pixels])
     names = tuple(str(int(n)) for n in bunch.target_names)
     return Dataset(images, bunch.target.astype(np.int64), names, "digits")
 
 
-def load_photos(size: tuple[int, int] = (224, 224), crops: int = PHOTO_CROPS, seed: int = 0) -> Dataset:
+def load_photos(size: tuple[int, int] = (224, 224), policy: str = "squash", crops: int = PHOTO_CROPS,
+                seed: int = 0) -> Dataset:
     """Real photos at camera scale with no download: random square-ish crops of the sample photos that ship
     with scikit-learn and scikit-image, ``crops`` per photo, resized to ``size``; labelled by photo."""
     try:
@@ -126,20 +130,20 @@ def load_photos(size: tuple[int, int] = (224, 224), crops: int = PHOTO_CROPS, se
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for label, photo in enumerate(photos.values()):
-        photo = to_rgb_uint8(photo)
+        photo = fit_image(photo, photo.shape[:2])
         height, width = photo.shape[:2]
         for _ in range(crops):
             side = int(min(height, width) * rng.uniform(0.35, 1.0))
             aspect = rng.uniform(0.8, 1.25)
             crop_h, crop_w = min(height, int(side * aspect)), min(width, int(side / aspect))
             top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
-            images.append(resize(np.ascontiguousarray(photo[top : top + crop_h, left : left + crop_w]), size))
+            images.append(resize(photo[top : top + crop_h, left : left + crop_w], size, policy))
             labels.append(label)
     names = tuple(Path(name).stem for name in photos)
     return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), names, "photos")
 
 
-BUILTIN_DATASETS: dict[str, Callable[[tuple[int, int]], Dataset]] = {"digits": load_digits, "photos": load_photos}
+BUILTIN_DATASETS: dict[str, Callable[[tuple[int, int], str], Dataset]] = {"digits": load_digits, "photos": load_photos}
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
@@ -159,10 +163,13 @@ def load_image_folder(
     root: str | os.PathLike[str],
     size: tuple[int, int],
     progress: Callable[[int, int], None] | None = None,
+    policy: str = "squash",
+    workers: int | None = None,
 ) -> Dataset:
     """One subfolder per class (like Keras' ``flow_from_directory``), or a flat folder of unlabelled images.
 
-    Unreadable files are skipped and counted in a warning.
+    Images are decoded by a pool of ``workers`` threads (default: the usable cores), each fitted to
+    ``size`` under ``policy`` as it is decoded; unreadable files are skipped and counted in a warning.
     """
     root = Path(root)
     if not root.is_dir():
@@ -171,15 +178,23 @@ def load_image_folder(
     if not files:
         raise DataError(f"{root}: no images found (looked for {', '.join(sorted({'.jpg', '.png', '.bmp'}))} …)")
     images, kept_labels, failures = [], [], []
-    for position, path in enumerate(files):
+
+    def decode(path: Path) -> np.ndarray | DataError:
         try:
-            images.append(resize(load_image(path), size))
-            if labels:
-                kept_labels.append(labels[position])
+            return load_image(path, size, policy)
         except DataError as exc:
-            failures.append(str(exc))
-        if progress is not None:
-            progress(position + 1, len(files))
+            return exc
+
+    with ThreadPoolExecutor(workers or usable_cores(), thread_name_prefix="decode") as pool:
+        for position, image in enumerate(pool.map(decode, files)):
+            if isinstance(image, DataError):
+                failures.append(str(image))
+            else:
+                images.append(image)
+                if labels:
+                    kept_labels.append(labels[position])
+            if progress is not None:
+                progress(position + 1, len(files))
     if failures:
         warnings.warn(f"skipped {len(failures)} unreadable image(s) in {root}; first: {failures[0]}", stacklevel=2)
     if not images:
@@ -188,7 +203,7 @@ def load_image_folder(
     return Dataset(np.stack(images), label_array, class_names, str(root), skipped=len(failures))
 
 
-def load_array(path: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
+def load_array(path: str | os.PathLike[str], size: tuple[int, int], policy: str = "squash") -> Dataset:
     """An ``.npy`` array of images (NHWC or NHW, pixel values 0-255), unlabelled."""
     try:
         array = np.load(path, allow_pickle=False)
@@ -196,20 +211,21 @@ def load_array(path: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
         raise DataError(f"{path}: cannot read as a .npy array ({exc})") from exc
     if array.ndim not in (3, 4) or len(array) == 0:
         raise DataError(f"{path}: expected an array of images (N,H,W[,C]), got shape {array.shape}")
-    images = np.stack([resize(to_rgb_uint8(image), size) for image in array])
+    images = np.stack([fit_image(image, size, policy) for image in array])
     return Dataset(images, None, (), str(path))
 
 
-def load_dataset(source: str | os.PathLike[str], size: tuple[int, int]) -> Dataset:
-    """``digits``, ``photos``, an image folder, or an ``.npy`` file, as RGB ``uint8`` images of ``size``."""
+def load_dataset(source: str | os.PathLike[str], size: tuple[int, int], policy: str = "squash") -> Dataset:
+    """``digits``, ``photos``, an image folder, or an ``.npy`` file, as RGB ``uint8`` images fitted to
+    ``size`` under the model's resize ``policy``."""
     text = str(source)
     if text in BUILTIN_DATASETS:
-        return BUILTIN_DATASETS[text](size)
+        return BUILTIN_DATASETS[text](size, policy)
     path = Path(text)
     if path.is_dir():
-        return load_image_folder(path, size)
+        return load_image_folder(path, size, policy=policy)
     if path.suffix == ".npy" and path.is_file():
-        return load_array(path, size)
+        return load_array(path, size, policy)
     if not path.exists():
         raise DataError(f"{text}: no such folder or file (use an image folder, an .npy file, 'digits' or 'photos')")
     raise DataError(f"{text}: not an image folder or an .npy file (or 'digits', 'photos')")

@@ -10,10 +10,18 @@ from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from .errors import ModelFileError
+from .errors import InvalidArgumentError, ModelFileError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "resnet_edge"
+RESIZE_POLICIES = ("squash", "center-crop", "letterbox")
+
+
+def check_policy(policy: str) -> str:
+    """A resize policy name, or a one-line error listing the valid ones."""
+    if policy not in RESIZE_POLICIES:
+        raise InvalidArgumentError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, not {policy!r}")
+    return policy
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,8 @@ class ModelMetadata:
     ``preprocessing`` is applied *inside* the model, so every artifact takes RGB pixels in
     ``input_range``; the host only resizes, reorders channels and casts. ``output_activation`` is
     ``"softmax"`` when a classifier outputs probabilities, ``"linear"`` for logits, None when unknown.
+    ``resize`` is how a frame of another shape reaches ``input_shape`` (one of ``RESIZE_POLICIES``);
+    artifacts written before it was recorded were squashed.
     """
 
     model: str
@@ -46,6 +56,7 @@ class ModelMetadata:
     input_quantization: Quantization | None = None
     output_quantization: Quantization | None = None
     output_activation: str | None = None
+    resize: str = "squash"
     source_sha256: str | None = None
     tools: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +106,8 @@ class ModelMetadata:
                     values[key] = Quantization(float(q["scale"]), int(q["zero_point"]))
             if not isinstance(values.get("output_activation"), str | None):
                 raise ValueError("output_activation must be a string")
+            if values.get("resize", "squash") not in RESIZE_POLICIES:
+                raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}")
             if len(values["input_shape"]) != 3:
                 raise ValueError("input_shape must be (height, width, channels)")
             return cls(**values)

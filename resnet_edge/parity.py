@@ -236,8 +236,7 @@ def compare(
     that outputs logits is compared with the Keras model's logits when the reference is a Keras model, else
     through a softmax with the reference's probabilities.
     """
-    spec = candidate.input_spec
-    data = data.resized((spec.height, spec.width))
+    data = data.resized(candidate.input_spec.size, candidate.resize_policy)
     metadata = candidate.metadata
     if precision is None:
         precision = metadata.precision if metadata else "fp32"
@@ -273,8 +272,8 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
     height, width = (int(v) for v in model.input_shape[1:3])
     if data is None:
         data = load_digits((height, width))
-    data = data.sample(count).resized((height, width))
     with load(artifact_path, device="auto") as candidate:
+        data = data.sample(count).resized((height, width), candidate.resize_policy)
         candidate_outputs = run_outputs(candidate, data.images)
         metadata = candidate.metadata
     activation = metadata.output_activation if metadata else None

@@ -2,10 +2,13 @@
 
 Scaling (``/255``, caffe means) lives inside the model, so the host side only produces RGB
 ``uint8`` pixels of the model's size and casts or quantizes them to the input tensor's dtype.
+Training, calibration, parity and the Predictor all fit images with :func:`fit_image`, so the
+accuracy measured at export is the accuracy at run time.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._lazy import lazy_import
 from .errors import DataError, InvalidArgumentError
-from .metadata import Quantization
+from .metadata import Quantization, check_policy
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 COLOR_ORDERS = ("rgb", "bgr")
-RESAMPLE = Image.Resampling.BILINEAR
+LETTERBOX_FILL = 0
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -53,48 +58,135 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to an RGB ``uint8`` HWC array (gray, palette, RGBA and 16-bit converted)."""
+def shrink_factor(source: tuple[int, int], size: tuple[int, int], policy: str) -> float:
+    """How many source pixels become one model pixel under ``policy`` (a letterbox fits the longer side)."""
+    ratio_h, ratio_w = source[0] / size[0], source[1] / size[1]
+    return max(ratio_h, ratio_w) if policy == "letterbox" else min(ratio_h, ratio_w)
+
+
+def _decode_request(image: Image.Image, size: tuple[int, int], policy: str) -> tuple[int, int]:
+    """The smallest (width, height) a JPEG may be decoded at that still keeps every model pixel."""
+    width, height = image.size
+    transposed = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    shown = (width, height) if transposed else (height, width)
+    factor = max(1.0, shrink_factor(shown, size, policy))
+    return max(1, math.ceil(width / factor)), max(1, math.ceil(height / factor))
+
+
+def load_image(
+    path: str | os.PathLike[str], size: tuple[int, int] | None = None, policy: str = "squash",
+) -> np.ndarray:
+    """Decode an image file to RGB ``uint8`` HWC (gray, palette, RGBA and 16-bit converted).
+
+    With ``size``, the image is fitted to it under ``policy``, and a JPEG is decoded at the reduced
+    scale (DCT scaling, 1/2 to 1/8) that still has at least one source pixel per model pixel.
+    """
     try:
         with Image.open(path) as image:
+            if size is not None and image.format == "JPEG":
+                image.draft(None, _decode_request(image, size, check_policy(policy)))
             image.load()
-            return _pil_to_rgb(image)
+            rgb = _pil_to_rgb(image)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such image file") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+    return rgb if size is None else fit_image(rgb, size, policy)
 
 
-def to_rgb_uint8(image: np.ndarray | Image.Image, color: str = "rgb") -> np.ndarray:
-    """Any HW, HWC (1, 3 or 4 channels) array or PIL image to RGB ``uint8`` HWC."""
-    if isinstance(image, Image.Image):
-        return _pil_to_rgb(image)
-    if color not in COLOR_ORDERS:
-        raise InvalidArgumentError(f"color must be one of {', '.join(COLOR_ORDERS)}, not {color!r}")
+def _as_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
+    """Any HW or HWC (1, 3 or 4 channels) array to ``uint8`` HWC, channel order untouched."""
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise DataError(f"an image must be HxW or HxWxC with 1, 3 or 4 channels, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        if array.dtype in (np.uint16, np.uint32, np.int32):
-            array = _wide_to_uint8(array)
-        elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):
-            array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-        else:
-            raise DataError(f"unsupported image dtype {array.dtype}")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype in (np.uint16, np.uint32, np.int32):
+        return _wide_to_uint8(array)
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):
+        return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    raise DataError(f"unsupported image dtype {array.dtype}")
+
+
+def _to_rgb(array: np.ndarray, color: str) -> np.ndarray:
     if array.shape[-1] == 1:
         return np.repeat(array, 3, axis=-1)
     array = array[..., :3]
     return array[..., ::-1] if color == "bgr" else array
 
 
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of an RGB ``uint8`` HWC array to ``(height, width)``; a no-op when already there."""
-    height, width = size
+def _check_color(color: str) -> None:
+    if color not in COLOR_ORDERS:
+        raise InvalidArgumentError(f"color must be one of {', '.join(COLOR_ORDERS)}, not {color!r}")
+
+
+def to_rgb_uint8(image: np.ndarray | Image.Image, color: str = "rgb") -> np.ndarray:
+    """Any HW, HWC (1, 3 or 4 channels) array or PIL image to RGB ``uint8`` HWC, at its own size."""
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
+    _check_color(color)
+    return _to_rgb(_as_uint8(image), color)
+
+
+def _scale(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Antialiased resize of a ``uint8`` HWC array: exact 2x box halvings (SIMD in OpenCV) while both
+    sides are at least twice the target, then one area (shrinking) or bilinear (enlarging) step."""
     if image.shape[:2] == (height, width):
         return image
-    return np.asarray(Image.fromarray(image).resize((width, height), RESAMPLE))
+    cv2 = lazy_import("cv2", extra="video")
+    channels = image.shape[2]
+    array = image[..., 0] if channels == 1 else image
+    if channels == 2 or channels > 4:
+        array = np.ascontiguousarray(array)
+    while array.shape[0] >= 2 * height and array.shape[1] >= 2 * width:
+        array = cv2.resize(array, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    shrinking = array.shape[0] >= height and array.shape[1] >= width
+    array = cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def resize(image: np.ndarray, size: tuple[int, int], policy: str = "squash") -> np.ndarray:
+    """A ``uint8`` HWC array to ``(height, width)`` under a resize policy; a no-op when already there.
+
+    ``squash`` stretches the whole frame; ``center-crop`` keeps the largest centred region of the
+    target's aspect ratio; ``letterbox`` fits the whole frame and pads the rest with black.
+    """
+    height, width = size
+    source_h, source_w = image.shape[:2]
+    if (source_h, source_w) == (height, width):
+        return image
+    check_policy(policy)
+    if policy == "center-crop":
+        crop_h = min(source_h, max(1, round(source_w * height / width)))
+        crop_w = min(source_w, max(1, round(source_h * width / height)))
+        crop_h -= (source_h - crop_h) % 2 if crop_h > 1 else 0  # an even margin keeps the centre exact,
+        crop_w -= (source_w - crop_w) % 2 if crop_w > 1 else 0  # also on a frame decoded at reduced scale
+        top, left = (source_h - crop_h) // 2, (source_w - crop_w) // 2
+        return _scale(image[top : top + crop_h, left : left + crop_w], height, width)
+    if policy == "letterbox":
+        factor = shrink_factor((source_h, source_w), size, policy)
+        fit_h = min(height, max(1, round(source_h / factor)))
+        fit_w = min(width, max(1, round(source_w / factor)))
+        canvas = np.full((height, width, image.shape[2]), LETTERBOX_FILL, np.uint8)
+        top, left = (height - fit_h) // 2, (width - fit_w) // 2
+        canvas[top : top + fit_h, left : left + fit_w] = _scale(image, fit_h, fit_w)
+        return canvas
+    return _scale(image, height, width)
+
+
+def fit_image(
+    image: np.ndarray | Image.Image, size: tuple[int, int], policy: str = "squash", color: str = "rgb",
+) -> np.ndarray:
+    """Any image (array of any dtype, RGB or BGR, or PIL) to the model's RGB ``uint8`` pixels.
+
+    Channels are reordered after the resize, so a 1080p BGR camera frame is never copied at full size.
+    """
+    if isinstance(image, Image.Image):
+        return resize(_pil_to_rgb(image), size, policy)
+    _check_color(color)
+    return _to_rgb(resize(_as_uint8(image), size, policy), color)
 
 
 def quantize(values: np.ndarray, quantization: Quantization, dtype: str) -> np.ndarray:
@@ -127,14 +219,16 @@ def cast_batch(batch: np.ndarray, spec: InputSpec) -> np.ndarray:
     return batch.astype(spec.dtype, copy=False)
 
 
-def prepare_images(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
-    """RGB ``uint8`` HWC images to one input batch: resized, stacked, cast."""
+def prepare_images(
+    images: list[np.ndarray], spec: InputSpec, policy: str = "squash", color: str = "rgb",
+) -> np.ndarray:
+    """Images (any size, dtype, RGB or BGR) to one input batch: fitted, stacked, cast."""
     if not images:
         raise DataError("no images to run")
     if len(images) == 1:
-        batch = resize(images[0], spec.size)[None]
+        batch = np.ascontiguousarray(fit_image(images[0], spec.size, policy, color)[None])
     else:
-        batch = np.stack([resize(image, spec.size) for image in images])
+        batch = np.stack([fit_image(image, spec.size, policy, color) for image in images])
     return cast_batch(batch, spec)
 
 

@@ -69,8 +69,12 @@ def train(
     flip: bool = False,
     seed: int = 0,
     verbose: int = 1,
+    resize: str = "squash",
 ) -> TrainResult:
-    """Fit ``model`` on a stratified split of ``dataset`` (Adam, cosine-decayed learning rate)."""
+    """Fit ``model`` on a stratified split of ``dataset`` (Adam, cosine-decayed learning rate).
+
+    Images of another size are fitted under ``resize``, the policy to record in the saved model.
+    """
     dataset.check_trainable()
     if epochs < 1 or batch_size < 1:
         raise InvalidArgumentError("epochs and batch size must be at least 1")
@@ -79,7 +83,7 @@ def train(
         raise DataError(f"{dataset.source} has {len(dataset.class_names)} classes but the model outputs {classes}")
     expected = tuple(model.input_shape[1:3])
     if dataset.image_size != expected:
-        dataset = dataset.resized(expected)
+        dataset = dataset.resized(expected, resize)
     keras.utils.set_random_seed(seed)
     train_set, val_set = dataset.split(val_fraction, seed)
     batches = _Batches(train_set, batch_size, flip, seed)

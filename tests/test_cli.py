@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -25,6 +26,8 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
         (["info", "/nonexistent/model.onnx"], "no such file"),
         (["predict", "/nonexistent/model.onnx", "x.png"], "no such model file"),
         (["export", "/nonexistent/model.keras", "--format", "onnx"], "no such model file"),
+        (["benchmark", "/nonexistent/model.onnx", "--frame", "huge"], "frame size must be one of 480p"),
+        (["train", "--resize", "fill"], "resize policy must be one of squash, center-crop, letterbox"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message) -> None:
@@ -113,3 +116,30 @@ def test_export_with_a_budget_and_a_calibration_report(trained_model_path, tmp_p
                                    "final_p50_ms": None}  # a healthy model needs no float layer
     report = summary["calibration_report"]
     assert report["half_images"] == 60 and report["full_images"] == 120 and report["tensors"] > 20
+
+
+def test_the_resize_policy_is_chosen_at_build_or_train_and_recorded(tmp_path) -> None:
+    from PIL import Image
+
+    built = tmp_path / "cropped.keras"
+    assert cli("build", "resnet18", "--input-size", "32", "--classes", "2", "--resize", "center-crop",
+               "--out", str(built)).returncode == 0
+    assert json.loads(cli("info", str(built), "--json").stdout)["metadata"]["resize"] == "center-crop"
+    assert "center-crop (the largest centred region" in cli("info", str(built)).stdout
+
+    folder = tmp_path / "wide"
+    rng = np.random.default_rng(0)
+    for label, color in enumerate(((200, 30, 30), (30, 30, 200))):
+        (folder / f"class{label}").mkdir(parents=True)
+        for index in range(4):
+            frame = np.clip(np.array(color) + rng.normal(0, 20, (90, 160, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(frame).save(folder / f"class{label}" / f"{index}.png")
+    trained = tmp_path / "letterboxed.keras"
+    result = cli("train", "--model", "resnet18", "--data", str(folder), "--input-size", "32", "--epochs", "1",
+                 "--resize", "letterbox", "--out", str(trained), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["resize"] == "letterbox"
+    assert json.loads(cli("info", str(trained), "--json").stdout)["metadata"]["resize"] == "letterbox"
+    bad = cli("build", "resnet18", "--resize", "stretch", "--out", str(tmp_path / "x.keras"))
+    assert bad.returncode == 2 and "resize policy must be one of squash, center-crop, letterbox" in bad.stderr
+    assert not (tmp_path / "x.keras").exists()

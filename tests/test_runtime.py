@@ -186,3 +186,65 @@ def test_predict_runs_end_to_end_without_tensorflow(name, every_artifact, sample
     payload = json.loads(result.stdout)
     assert len(payload["predictions"]) == 12 and len(payload["skipped"]) == 1
     assert {tuple(p["labels"]) for p in payload["predictions"]} and all(len(p["labels"]) == 2 for p in payload["predictions"])
+
+
+# Camera-scale inputs: large JPEG folders decoded in the background, the model's resize policy --------------------
+
+@pytest.fixture(scope="module")
+def large_jpegs(tmp_path_factory, digits):
+    """Digits as 12-megapixel-like camera JPEGs (4:3, far larger than the 32x32 model input)."""
+    folder = tmp_path_factory.mktemp("large_jpegs")
+    noise = np.random.default_rng(1)
+    for index, image in enumerate(digits.sample(24, seed=7).images):
+        big = np.asarray(Image.fromarray(image).resize((1600, 1200), Image.Resampling.BILINEAR)).astype(np.float64)
+        big = np.clip(big + noise.normal(0, 4, big.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(big).save(folder / f"photo_{index:02d}.jpg", quality=90)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["keras", "tflite-int8"])
+def test_reduced_scale_jpeg_decoding_gives_the_full_decode_top1(name, every_artifact, large_jpegs) -> None:
+    from resnet_edge.preprocess import load_image
+
+    files = sorted(large_jpegs.glob("*.jpg"))
+    with load(every_artifact[name], device="cpu") as predictor:
+        reduced = predictor.predict(large_jpegs, top_k=1, batch_size=8).predictions
+        full = predictor.classify(predictor.prepare([load_image(f) for f in files]), top_k=1)
+    assert [p.source for p in reduced] == [str(f) for f in files]
+    assert [p.indices[0] for p in reduced] == [p.indices[0] for p in full]
+
+
+def test_background_decoding_keeps_order_and_skips_unreadable_files(every_artifact, sample_folder) -> None:
+    files = sorted(sample_folder.glob("digit_*.png"))
+    with load(every_artifact["onnx"], device="cpu") as predictor:
+        serial = [predictor.predict(f, top_k=2).predictions[0] for f in files]
+        for workers in (1, 4):
+            batches = list(predictor.iter_batches([*files[:5], sample_folder / "broken.png", *files[5:]],
+                                                  batch_size=3, workers=workers, skipped=(skipped := [])))
+            names = [name for chunk, _ in batches for name in chunk]
+            assert names == [str(f) for f in files] and skipped == [str(sample_folder / "broken.png")]
+        parallel = predictor.predict(sample_folder, top_k=2, batch_size=5).predictions
+    assert [(p.source, p.indices) for p in parallel] == [(p.source, p.indices) for p in serial]
+
+
+@pytest.mark.parametrize("policy", ["center-crop", "letterbox"])
+def test_every_artifact_follows_the_model_resize_policy(tmp_path, trained_model_path, policy) -> None:
+    from resnet_edge.artifact import read_keras
+    from resnet_edge.export import export
+    from resnet_edge.models.io import load_model, save_model
+    from resnet_edge.preprocess import resize
+
+    model, metadata = load_model(trained_model_path)
+    source = save_model(model, tmp_path / "policy.keras", metadata.replace(resize=policy))
+    assert read_keras(source).resize == policy
+    onnx_path = export(source, "onnx", tmp_path / "policy.onnx", verify=False).path
+    frame = np.random.default_rng(3).integers(0, 256, (90, 160, 3), dtype=np.uint8)  # 16:9
+    for path in (source, onnx_path):
+        with load(path, device="cpu") as predictor:
+            assert predictor.resize_policy == policy
+            got = predictor.predict(frame, top_k=10).predictions[0]
+            expected = predictor.classify(resize(frame, (32, 32), policy)[None], top_k=10)[0]
+            squashed = predictor.classify(resize(frame, (32, 32), "squash")[None], top_k=10)[0]
+            assert got.indices == expected.indices
+            np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-6)
+            assert not np.allclose(sorted(got.scores), sorted(squashed.scores), rtol=1e-3, atol=1e-4)

@@ -234,7 +234,7 @@ def export(
         metadata = metadata.replace(output_activation=output_activation_of(model))
     metadata = metadata.replace(source_sha256=source_digest)
     if calibration is not None:
-        calibration = calibration.resized(metadata.input_shape[:2])
+        calibration = calibration.resized(metadata.input_shape[:2], metadata.resize)
 
     started = time.perf_counter()
     failure = None

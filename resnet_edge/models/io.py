@@ -9,13 +9,13 @@ from pathlib import Path
 from .. import artifact
 from ..atomic import atomic_path
 from ..errors import InvalidArgumentError, ModelFileError
-from ..metadata import ModelMetadata, tool_versions
+from ..metadata import ModelMetadata, check_policy, tool_versions
 from .resnet import keras, output_activation_of, preprocessing_of
 
 KERAS_SUFFIXES = (".keras", ".h5")
 
 
-def describe(model, labels: Sequence[str] | None = None) -> ModelMetadata:
+def describe(model, labels: Sequence[str] | None = None, resize: str = "squash") -> ModelMetadata:
     """Metadata derived from the model itself; ``labels`` default to the class indices."""
     input_shape = tuple(int(v) for v in model.input_shape[1:])
     output_shape = model.output_shape
@@ -30,6 +30,7 @@ def describe(model, labels: Sequence[str] | None = None) -> ModelMetadata:
         labels=tuple(str(label) for label in labels),
         preprocessing=preprocessing_of(model),
         output_activation=output_activation_of(model),
+        resize=check_policy(resize),
         tools=tool_versions("resnet-edge", "tensorflow", "keras"),
     )
 

@@ -6,7 +6,9 @@ import glob
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,19 +16,12 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from ..cpu import usable_cores
 from ..errors import DataError, InvalidArgumentError
 from ..metadata import ModelMetadata
-from ..preprocess import InputSpec, cast_batch, is_image_file, load_image, prepare_images, to_rgb_uint8
+from ..preprocess import InputSpec, cast_batch, fit_image, is_image_file, load_image, prepare_images
 
 DEVICES = ("auto", "cpu", "cuda", "trt", "jetson")
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 class Backend(ABC):
@@ -188,34 +183,77 @@ class Predictor:
         outputs = self.run(batch)
         return outputs[0] if len(outputs) == 1 else outputs
 
+    @property
+    def resize_policy(self) -> str:
+        """How frames of another shape reach the input size (``squash`` for artifacts that do not say)."""
+        return self.metadata.resize if self.metadata else "squash"
+
+    def prepare(self, images: np.ndarray | Image.Image | Sequence[np.ndarray | Image.Image],
+                color: str = "rgb") -> np.ndarray:
+        """Frames of any size (one HWC array or PIL image, or a list) to an input batch for :meth:`run`."""
+        if isinstance(images, (np.ndarray, Image.Image)):
+            images = list(images) if isinstance(images, np.ndarray) and images.ndim == 4 else [images]
+        return prepare_images(list(images), self.input_spec, self.resize_policy, color)
+
+    def _fitted(self, source: Any, color: str) -> np.ndarray:
+        if isinstance(source, Path):
+            return load_image(source, self.input_spec.size, self.resize_policy)
+        return fit_image(source, self.input_spec.size, self.resize_policy, color)
+
     def iter_batches(
         self, inputs: Iterable[Any] | Any, batch_size: int = 32, color: str = "rgb", strict: bool = False,
-        skipped: list[str] | None = None,
+        skipped: list[str] | None = None, workers: int | None = None,
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Decode, convert and batch any mix of inputs; unreadable ones are skipped (or raise if strict)."""
+        """Decode, fit and batch any mix of inputs; unreadable ones are skipped (or raise if strict).
+
+        Files are decoded by ``workers`` background threads (default: the usable cores) up to two
+        batches ahead, so decoding overlaps the model; results keep the order of the inputs.
+        """
         if batch_size < 1:
             raise InvalidArgumentError("batch size must be at least 1")
         if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray)):
             inputs = [inputs]
+        pool: ThreadPoolExecutor | None = None
+        pending: deque[tuple[str, Future[np.ndarray] | np.ndarray]] = deque()
+        lookahead = 2 * batch_size
         names: list[str] = []
         images: list[np.ndarray] = []
-        for item in inputs:
-            for name, source in expand_input(item):
-                try:
-                    image = load_image(source) if isinstance(source, Path) else to_rgb_uint8(source, color)
-                except DataError:
-                    if strict:
-                        raise
-                    if skipped is not None:
-                        skipped.append(name)
-                    continue
-                names.append(name)
-                images.append(image)
-                if len(images) == batch_size:
-                    yield names, prepare_images(images, self.input_spec)
-                    names, images = [], []
-        if images:
-            yield names, prepare_images(images, self.input_spec)
+
+        def take() -> Iterator[tuple[list[str], np.ndarray]]:
+            nonlocal names, images
+            name, item = pending.popleft()
+            try:
+                image = item.result() if isinstance(item, Future) else item
+            except DataError:
+                if strict:
+                    raise
+                if skipped is not None:
+                    skipped.append(name)
+                return
+            names.append(name)
+            images.append(image)
+            if len(images) == batch_size:
+                yield names, cast_batch(np.stack(images), self.input_spec)
+                names, images = [], []
+
+        try:
+            for item in inputs:
+                for name, source in expand_input(item):
+                    if isinstance(source, Path):
+                        if pool is None:
+                            pool = ThreadPoolExecutor(workers or usable_cores(), thread_name_prefix="decode")
+                        pending.append((name, pool.submit(self._fitted, source, color)))
+                    else:
+                        pending.append((name, self._fitted(source, color)))
+                    if len(pending) > lookahead:
+                        yield from take()
+            while pending:
+                yield from take()
+            if images:
+                yield names, cast_batch(np.stack(images), self.input_spec)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def predict(
         self, inputs: Iterable[Any] | Any, top_k: int = 5, batch_size: int = 32, color: str = "rgb",
@@ -226,14 +264,22 @@ class Predictor:
             raise InvalidArgumentError("top-k must be at least 1")
         result = PredictionRun()
         for names, batch in self.iter_batches(inputs, batch_size, color, strict, result.skipped):
-            outputs = self.run(batch)
-            if len(outputs) != 1 or outputs[0].ndim != 2:
-                raise InvalidArgumentError(
-                    f"{self.backend.path.name} is not a classifier (outputs {[o.shape for o in outputs]}); "
-                    "call the predictor on a batch for raw outputs"
-                )
-            result.predictions.extend(self._top_k(names, outputs[0], top_k))
+            result.predictions.extend(self.classify(batch, top_k, names))
         return result
+
+    def classify(self, batch: np.ndarray, top_k: int = 5, names: Sequence[str] | None = None) -> list[Prediction]:
+        """Top-k labelled predictions for an input batch (from :meth:`prepare`), one per row."""
+        if top_k < 1:
+            raise InvalidArgumentError("top-k must be at least 1")
+        outputs = self.run(batch)
+        if len(outputs) != 1 or outputs[0].ndim != 2:
+            raise InvalidArgumentError(
+                f"{self.backend.path.name} is not a classifier (outputs {[o.shape for o in outputs]}); "
+                "call the predictor on a batch for raw outputs"
+            )
+        if names is None:
+            names = [f"<batch[{i}]>" for i in range(len(outputs[0]))]
+        return self._top_k(names, outputs[0], top_k)
 
     def _top_k(self, names: Sequence[str], scores: np.ndarray, top_k: int) -> list[Prediction]:
         probabilities = to_probabilities(scores, self.metadata.output_activation if self.metadata else None)
