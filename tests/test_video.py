@@ -1,9 +1,14 @@
-"""Video and camera loop: a short MJPG clip through a tiny Keras ResNet, and the camera app example."""
+"""Video and camera loop: the pipelined run with fake sources and models, a short MJPG clip through a
+tiny Keras ResNet, the CLI and the camera app example."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
+import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +18,10 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("tensorflow")
 
 import resnet_edge  # noqa: E402
-from resnet_edge.errors import DataError  # noqa: E402
-from resnet_edge.video import FrameResult, VideoSource, open_source, run_video  # noqa: E402
+from resnet_edge import video as video_module  # noqa: E402
+from resnet_edge.errors import DataError, InvalidArgumentError  # noqa: E402
+from resnet_edge.runtime.base import Prediction  # noqa: E402
+from resnet_edge.video import WARMUP_FRAMES, FrameResult, VideoSource, open_source, run_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES, HEIGHT, WIDTH = 20, 40, 48
@@ -73,10 +80,12 @@ def test_every_frame_gets_a_prediction(predictor, clip: Path) -> None:
     assert not summary.interrupted
     assert sum(summary.label_counts.values()) == FRAMES
     assert summary.mean_fps > 0 and summary.seconds > 0
+    assert summary.dropped == 0 and summary.steady_fps > 0 and summary.latency_p50_ms > 0
     for result in results:
         assert len(result.prediction.labels) == 3
         assert result.prediction.labels[0] in predictor.labels
         assert result.fps > 0 and result.latency_ms > 0
+        assert result.capture_latency_ms >= result.latency_ms
 
 
 def test_max_frames_stops_early(predictor, clip: Path) -> None:
@@ -144,3 +153,215 @@ def test_camera_app_runs_end_to_end(model_path: Path, clip: Path) -> None:
     assert len(lines) == FRAMES
     assert lines[0].startswith("frame 0: ") and " fps " in lines[0]
     assert f"{FRAMES} frames in" in done.stdout.splitlines()[-1]
+
+
+def test_cli_predict_source_reports_pipeline_figures(model_path: Path, clip: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "resnet_edge.cli", "predict", str(model_path), "--source", str(clip), "--device", "cpu",
+         "--max-frames", "8", "--no-live", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["frames"] == 8 and summary["dropped"] == 0 and not summary["interrupted"]
+    assert summary["steady_fps"] > 0 and summary["latency_p50_ms"] > 0
+
+
+# the pipeline with fake sources and models: fast and deterministic ---------------------------
+
+def numbered(index: int) -> np.ndarray:
+    """A tiny BGR frame that carries its own index in its first two channels."""
+    frame = np.zeros((6, 8, 3), np.uint8)
+    frame[..., 0], frame[..., 1] = index % 256, index // 256
+    return frame
+
+
+def frame_number(pixels: np.ndarray) -> int:
+    first = pixels.reshape(-1, 3)[0]
+    return int(first[0]) + 256 * int(first[1])
+
+
+class FakeCapture:
+    """Stands in for ``cv2.VideoCapture``: frames 1..count-1 (frame 0 is the source's first frame).
+
+    Each read takes ``delay`` seconds; ``fail_at`` raises on that frame; ``block_at`` waits on
+    ``unblock`` before returning that frame, like a camera that stopped sending.
+    """
+
+    def __init__(self, count: int, delay: float = 0.0, fail_at: int | None = None, block_at: int | None = None):
+        self.count, self.delay, self.fail_at, self.block_at = count, delay, fail_at, block_at
+        self.next, self.released, self.unblock = 1, False, threading.Event()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.next == self.block_at:
+            self.unblock.wait(10)
+        if self.next == self.fail_at:
+            raise RuntimeError(f"camera unplugged at frame {self.next}")
+        if self.next >= self.count:
+            return False, None
+        self.next += 1
+        return True, numbered(self.next - 1)
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def release(self) -> None:
+        self.released = True
+
+
+def fake_source(count: int, name: str = "clip.avi", **kwargs) -> tuple[VideoSource, FakeCapture]:
+    capture = FakeCapture(count, **kwargs)
+    return VideoSource(capture, name, numbered(0)), capture
+
+
+class FakePredictor:
+    """``prepare``/``classify`` like a Predictor: the label is the frame's number, the model takes ``delay`` s.
+
+    ``fail_from`` makes ``prepare`` raise from that frame on; ``lags`` records, per classified frame, how many
+    newer frames the capture had read when the model started.
+    """
+
+    def __init__(self, delay: float = 0.0, fail_from: int | None = None, capture: FakeCapture | None = None):
+        self.delay, self.fail_from, self.capture = delay, fail_from, capture
+        self.lags: list[int] = []
+
+    def prepare(self, frame: np.ndarray, color: str = "rgb") -> np.ndarray:
+        assert color == "bgr"
+        if self.fail_from is not None and frame_number(frame) >= self.fail_from:
+            raise DataError(f"bad frame {frame_number(frame)}")
+        return frame[None].copy()
+
+    def classify(self, batch: np.ndarray, top_k: int = 5, names=None) -> list[Prediction]:
+        index = frame_number(batch)
+        if self.capture is not None:
+            self.lags.append(self.capture.next - 1 - index)
+        if self.delay:
+            time.sleep(self.delay)
+        return [Prediction(names[0], [str(index)], [index], [1.0])]
+
+
+@pytest.fixture
+def no_leaked_threads():
+    before = threading.active_count()
+    yield
+    stages = [t for t in threading.enumerate() if t.name.startswith("video-")]
+    assert not stages and threading.active_count() == before
+
+
+@pytest.mark.parametrize("name", ["clip.avi", "rtsp://camera/stream"])
+def test_file_keeps_every_frame_in_order_when_the_model_is_slower(name: str, no_leaked_threads) -> None:
+    video, capture = fake_source(40, name)
+    results: list[FrameResult] = []
+    summary = run_video(FakePredictor(delay=0.003), video, on_frame=results.append, live=False)
+    assert [r.index for r in results] == list(range(40)) == [int(r.prediction.labels[0]) for r in results]
+    assert summary.frames == 40 and summary.dropped == 0 and not summary.interrupted
+    assert capture.released and video.read() is None
+    assert all(r.capture_latency_ms >= r.latency_ms > 0 for r in results)
+    assert 0 < summary.steady_fps < 1000 / 3 + 1 and summary.latency_p50_ms >= 3
+
+
+@pytest.mark.parametrize("name", ["0", "rtsp://camera/stream", "clip.avi"])
+def test_live_source_drops_stale_frames(name: str, no_leaked_threads) -> None:
+    count = 300
+    video, capture = fake_source(count, name, delay=0.001)
+    model = FakePredictor(delay=0.01, capture=capture)
+    results: list[FrameResult] = []
+    summary = run_video(model, video, on_frame=results.append, live=True if name == "clip.avi" else None)
+    indices = [r.index for r in results]
+    assert indices == sorted(set(indices)) and indices == [int(r.prediction.labels[0]) for r in results]
+    assert summary.dropped > 0 and summary.frames + summary.dropped == count
+    assert max(b - a for a, b in pairwise(indices)) > 1
+    assert indices[-1] == count - 1, "the last frame of the stream is always shown"
+    assert sorted(model.lags)[len(model.lags) // 2] <= 3, "results should be for the newest frames"
+    assert capture.released and not summary.interrupted
+
+
+def test_live_is_auto_detected_from_the_name() -> None:
+    for name, live in [("0", True), ("12", True), ("rtsp://10.0.0.2/live", True), ("http://cam/video.mjpg", True),
+                       ("clip.mp4", False), ("/videos/0.mp4", False), ("file:///videos/a.mp4", False)]:
+        assert fake_source(2, name)[0].live is live, name
+
+
+def test_capture_latency_includes_queueing(no_leaked_threads) -> None:
+    video, _ = fake_source(12)
+    results: list[FrameResult] = []
+    run_video(FakePredictor(delay=0.004), video, on_frame=results.append)
+    assert all(r.capture_latency_ms >= r.latency_ms >= 4 for r in results)
+    assert max(r.capture_latency_ms for r in results) > 8, "frames waiting in the queue show in the latency"
+
+
+@pytest.mark.parametrize("name", ["clip.avi", "0"])
+def test_keyboard_interrupt_from_on_frame_stops_every_stage(name: str, no_leaked_threads) -> None:
+    video, capture = fake_source(10_000, name, delay=0.0005)
+
+    def stop_at_three(result: FrameResult) -> None:
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        seen.append(result.index)
+
+    seen: list[int] = []
+    summary = run_video(FakePredictor(delay=0.001), video, on_frame=stop_at_three)
+    assert summary.interrupted and summary.frames == 4 and len(seen) == 3
+    assert capture.released and capture.next < 10_000
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_preprocessing_error_reaches_the_caller(live: bool, no_leaked_threads) -> None:
+    video, capture = fake_source(50)
+    seen: list[int] = []
+    with pytest.raises(DataError, match="bad frame" if live else "bad frame 7"):
+        run_video(FakePredictor(fail_from=7), video, on_frame=lambda r: seen.append(r.index), live=live)
+    assert capture.released
+    if not live:
+        assert seen == list(range(7))
+
+
+def test_capture_error_reaches_the_caller(no_leaked_threads) -> None:
+    video, capture = fake_source(50, fail_at=5)
+    seen: list[int] = []
+    with pytest.raises(RuntimeError, match="camera unplugged at frame 5"):
+        run_video(FakePredictor(), video, on_frame=lambda r: seen.append(r.index))
+    assert seen == list(range(5)) and capture.released
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_max_frames_with_fake_source(live: bool, no_leaked_threads) -> None:
+    video, capture = fake_source(1000, delay=0.0005)
+    seen: list[int] = []
+    summary = run_video(FakePredictor(delay=0.001), video, max_frames=5, on_frame=lambda r: seen.append(r.index),
+                        live=live)
+    assert summary.frames == len(seen) == 5 and not summary.interrupted and capture.released
+    if not live:
+        assert seen == [0, 1, 2, 3, 4]
+
+
+def test_zero_and_negative_max_frames(no_leaked_threads) -> None:
+    video, capture = fake_source(10)
+    summary = run_video(FakePredictor(), video, max_frames=0)
+    assert summary.frames == 0 and capture.released and summary.steady_fps == summary.latency_p50_ms == 0
+    with pytest.raises(InvalidArgumentError):
+        run_video(FakePredictor(), fake_source(10)[0], max_frames=-1)
+
+
+def test_short_stream_ends_cleanly_and_steady_fps_falls_back(no_leaked_threads) -> None:
+    video, capture = fake_source(WARMUP_FRAMES)
+    summary = run_video(FakePredictor(delay=0.001), video)
+    assert summary.frames == WARMUP_FRAMES and not summary.interrupted and capture.released
+    assert summary.steady_fps == summary.mean_fps > 0
+    assert summary.label_counts == {str(i): 1 for i in range(WARMUP_FRAMES)}
+
+
+def test_a_blocked_camera_cannot_hang_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(video_module, "JOIN_TIMEOUT_S", 0.1)
+    video, capture = fake_source(100, "0", block_at=3)
+    began = time.perf_counter()
+    summary = run_video(FakePredictor(), video, max_frames=3, live=False)
+    assert summary.frames == 3 and time.perf_counter() - began < 5
+    stuck = [t for t in threading.enumerate() if t.name == "video-capture"]
+    assert stuck and all(t.daemon for t in stuck), "the blocked reader is left behind as a daemon thread"
+    capture.unblock.set()
+    for thread in stuck:
+        thread.join(5)
+    assert capture.released and not any(t.is_alive() for t in stuck)

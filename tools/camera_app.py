@@ -4,7 +4,8 @@
     python tools/camera_app.py model.onnx --source clip.mp4 --device cpu --top-k 3
 
 It uses only the public API: ``resnet_edge.load`` opens any artifact (.keras, .onnx, .tflite,
-.engine) with the preprocessing stored in it, and ``run_video`` feeds it BGR frames from OpenCV.
+.engine) with the preprocessing stored in it, and ``run_video`` feeds it BGR frames from OpenCV,
+capturing, preprocessing and running the model at once; a camera skips stale frames to stay current.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def show(result: FrameResult) -> None:
     """Print one line per frame; a real app would draw on the frame or act on the label here."""
     best = ", ".join(f"{label} ({score:.2f})" for label, score in
                      zip(result.prediction.labels, result.prediction.scores, strict=True))
-    print(f"frame {result.index}: {best} fps {result.fps:.1f}", flush=True)
+    print(f"frame {result.index}: {best} fps {result.fps:.1f} latency {result.capture_latency_ms:.0f} ms", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,19 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, trt or jetson")
     parser.add_argument("--top-k", type=int, default=1, help="labels to show per frame")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                        help="drop stale frames to stay current (default: cameras and URLs yes, files no)")
     args = parser.parse_args(argv)
 
     try:
         with resnet_edge.load(args.model, device=args.device) as predictor:
             print(f"running {predictor} on {args.source}", file=sys.stderr)
             summary = run_video(predictor, args.source, top_k=args.top_k,
-                                max_frames=args.max_frames, on_frame=show)
+                                max_frames=args.max_frames, on_frame=show, live=args.live)
     except ResnetEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
     common = ", ".join(f"{label} x{n}" for label, n in list(summary.label_counts.items())[:3])
-    print(f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} fps)"
+    print(f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.steady_fps:.1f} fps steady, "
+          f"{summary.dropped} dropped, p50 latency {summary.latency_p50_ms:.0f} ms)"
           f"{' - interrupted' if summary.interrupted else ''}; most common: {common or 'none'}")
     return 0
 
