@@ -20,6 +20,8 @@ from .preprocess import cast_batch
 from .runtime.base import usable_cores
 
 Progress = Callable[[str], None]
+FRAME_SIZES = {"480p": (480, 640), "720p": (720, 1280), "1080p": (1080, 1920), "1440p": (1440, 2560),
+               "4k": (2160, 3840), "2160p": (2160, 3840)}
 
 NOISY_CV = 0.15
 REFERENCE = "keras"
@@ -52,6 +54,7 @@ class BenchmarkResult:
     noisy: bool
     warning: str | None = None
     load_s: float | None = None
+    frame: tuple[int, int] | None = None
     times_ms: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self, include_times: bool = False) -> dict[str, Any]:
@@ -61,9 +64,17 @@ class BenchmarkResult:
             data.pop("times_ms")
         return data
 
+    @property
+    def input(self) -> str:
+        """What each timed call was given."""
+        if self.frame is not None:
+            return f"{self.frame[1]}x{self.frame[0]} uint8 frame"
+        return "uint8 frame at the input size" if self.end_to_end else "input tensor (raw call)"
+
     def line(self) -> str:
         """One human-readable summary line."""
-        text = (f"{self.name} [{self.backend}/{self.device}] batch {self.batch_size}: p50 {self.p50_ms:.3f} ms, "
+        text = (f"{self.name} [{self.backend}/{self.device}] batch {self.batch_size}, {self.input}: "
+                f"p50 {self.p50_ms:.3f} ms, "
                 f"mean {self.mean_ms:.3f} ± {self.std_ms:.3f} ms, p99 {self.p99_ms:.3f} ms, "
                 f"{self.throughput:.1f} img/s, {self.runs} runs")
         return f"{text} ({self.warning})" if self.warning else text
@@ -79,18 +90,34 @@ def _max_rss_mib() -> float:
     return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
-def _random_frames(predictor: Any, batch_size: int, seed: int = 0) -> np.ndarray:
+def parse_frame(text: str) -> tuple[int, int]:
+    """``1080p``, ``720p``, ``4k`` … or ``WxH`` (width first, as cameras say it) to (height, width)."""
+    key = text.strip().lower()
+    if key in FRAME_SIZES:
+        return FRAME_SIZES[key]
+    width, _, height = key.partition("x")
+    if width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
+        return int(height), int(width)
+    raise InvalidArgumentError(f"frame size must be one of {', '.join(FRAME_SIZES)} or WxH (e.g. 1920x1080), "
+                               f"not {text!r}")
+
+
+def _random_frames(predictor: Any, batch_size: int, seed: int = 0,
+                   frame: tuple[int, int] | None = None) -> np.ndarray:
     spec = predictor.input_spec
+    height, width = frame or spec.size
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(batch_size, spec.height, spec.width, spec.channels), dtype=np.uint8)
+    return rng.integers(0, 256, size=(batch_size, height, width, spec.channels), dtype=np.uint8)
 
 
-def _call(predictor: Any, batch_size: int, end_to_end: bool) -> Callable[[], object]:
-    """The zero-argument call to time: raw ``run`` on a pre-cast batch, or ``predict`` from uint8 frames."""
-    frames = _random_frames(predictor, batch_size)
-    if end_to_end:
+def _call(predictor: Any, batch_size: int, end_to_end: bool,
+          frame: tuple[int, int] | None = None) -> Callable[[], object]:
+    """The zero-argument call to time: raw ``run`` on a pre-cast batch, or ``predict`` from uint8 frames
+    (BGR as a camera gives them, of the model's size or of ``frame``)."""
+    frames = _random_frames(predictor, batch_size, frame=frame)
+    if end_to_end or frame is not None:
         frame_list = list(frames)
-        return lambda: predictor.predict(frame_list, top_k=1, batch_size=batch_size)
+        return lambda: predictor.predict(frame_list, top_k=1, batch_size=batch_size, color="bgr")
     batch = cast_batch(frames, predictor.input_spec)
     return lambda: predictor.run(batch)
 
@@ -129,17 +156,19 @@ def measure(
     min_runs: int = 10,
     max_runs: int = 100_000,
     end_to_end: bool = False,
+    frame: tuple[int, int] | None = None,
 ) -> BenchmarkResult:
     """Time a predictor on a fixed random batch until ``min_time_s`` and ``min_runs`` are both reached.
 
     The raw path times ``predictor.run`` on a batch already in the input dtype (runtime only); with
-    ``end_to_end`` it times ``predictor.predict`` from uint8 HWC frames (casting, softmax, top-k included).
+    ``end_to_end`` it times ``predictor.predict`` from uint8 HWC frames (casting, softmax, top-k included),
+    and with ``frame`` (height, width) from camera frames of that size (resize included).
     """
     if batch_size < 1 or warmup < 0 or min_runs < 1 or max_runs < min_runs or min_time_s < 0:
         raise InvalidArgumentError(
             "benchmark needs batch_size >= 1, warmup >= 0, min_runs >= 1, max_runs >= min_runs, min_time_s >= 0"
         )
-    call = _call(predictor, batch_size, end_to_end)
+    call = _call(predictor, batch_size, end_to_end, frame)
     process = psutil.Process()
     first_ns = _timed(call)
     for _ in range(warmup):
@@ -157,7 +186,7 @@ def measure(
         name=Path(str(getattr(predictor, "path", "model"))).name,
         backend=getattr(backend, "name", type(predictor).__name__),
         device=str(getattr(predictor, "device", "cpu")),
-        batch_size=batch_size, end_to_end=end_to_end, runs=len(times),
+        batch_size=batch_size, end_to_end=end_to_end or frame is not None, runs=len(times), frame=frame,
         first_inference_ms=first_ns / 1e6, rss_peak_mib=rss_peak, max_rss_mib=_max_rss_mib(),
         noisy=stats["cv"] > NOISY_CV, warning=noise_warning(stats["cv"]),
         times_ms=[t / 1e6 for t in times], **stats,
@@ -172,8 +201,13 @@ def benchmark_artifact(
     warmup: int = 10,
     min_time_s: float = 5.0,
     end_to_end: bool = False,
+    frame: tuple[int, int] | None = None,
 ) -> list[BenchmarkResult]:
-    """Load an artifact (timed apart from its first inference) and measure it at each batch size."""
+    """Load an artifact (timed apart from its first inference) and measure it at each batch size.
+
+    With ``frame``, each batch size is measured twice in one run: the raw call, then ``predict`` on
+    frames of that size, so the host-side cost is the difference of two figures taken together.
+    """
     from .runtime import load
 
     started = time.perf_counter()
@@ -182,9 +216,12 @@ def benchmark_artifact(
     with predictor:
         results = []
         for batch_size in batch_sizes:
-            result = measure(predictor, batch_size, warmup=warmup, min_time_s=min_time_s, end_to_end=end_to_end)
-            result.load_s = load_s
-            results.append(result)
+            runs = [(False, None), (True, frame)] if frame is not None else [(end_to_end, None)]
+            for whole, size in runs:
+                result = measure(predictor, batch_size, warmup=warmup, min_time_s=min_time_s, end_to_end=whole,
+                                 frame=size)
+                result.load_s = load_s
+                results.append(result)
         return results
 
 
@@ -327,7 +364,8 @@ def _selected_formats(formats: Sequence[str] | None) -> list[Any]:
     return [FORMATS[name] for name in dict.fromkeys(names)]
 
 
-def _parity_data(data: Any, size: tuple[int, int], calib_count: int, parity_count: int, say: Progress):
+def _parity_data(data: Any, size: tuple[int, int], policy: str, calib_count: int, parity_count: int,
+                 say: Progress):
     """(calibration set, hold-out sample): the hold-out never overlaps the calibration images."""
     from calibration import CalibrationSet
 
@@ -335,7 +373,7 @@ def _parity_data(data: Any, size: tuple[int, int], calib_count: int, parity_coun
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        calibration = CalibrationSet.from_source(data, size, calib_count)
+        calibration = CalibrationSet.from_source(data, size, calib_count, policy=policy)
     for warning in caught:
         say(f"warning: {warning.message}")
     if parity_count <= 0:
@@ -343,8 +381,8 @@ def _parity_data(data: Any, size: tuple[int, int], calib_count: int, parity_coun
     holdout = calibration.holdout
     if holdout is None:
         say(f"warning: no images left after {calib_count} for calibration; checking parity on calibration images")
-        holdout = load_dataset(data, size)
-    return calibration, holdout.sample(parity_count).resized(size)
+        holdout = load_dataset(data, size, policy)
+    return calibration, holdout.sample(parity_count).resized(size, policy)
 
 
 def _speedups(rows: Sequence[FormatRow]) -> None:
@@ -385,7 +423,7 @@ def run_all(
     reference = load(model_path, device=device, threads=threads)
     try:
         size = reference.input_spec.size
-        calibration, holdout = _parity_data(data, size, calib_count, parity_count, say)
+        calibration, holdout = _parity_data(data, size, reference.resize_policy, calib_count, parity_count, say)
         reference_outputs = None if holdout is None else run_outputs(reference, holdout.images)
         ctx = _Context(model_path, out_dir, reference, reference_outputs, holdout, calibration, device, threads,
                        batch_size, warmup, min_time_s, say)

@@ -7,7 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_edge.benchmark import NOISY_CV, TRT_SKIPPED, FormatRow, benchmark_artifact, measure, rows_to_dict, run_all
+from resnet_edge.benchmark import (
+    NOISY_CV,
+    TRT_SKIPPED,
+    FormatRow,
+    benchmark_artifact,
+    measure,
+    parse_frame,
+    rows_to_dict,
+    run_all,
+)
 from resnet_edge.errors import InvalidArgumentError
 from resnet_edge.preprocess import InputSpec
 from resnet_edge.runtime.base import Backend, Predictor
@@ -67,6 +76,27 @@ def test_measure_end_to_end_goes_through_predict(echo: Predictor, monkeypatch: p
     assert calls == [3] * 5
 
 
+def test_measure_frame_times_predict_on_camera_frames(echo: Predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes = []
+    original = echo.predict
+    monkeypatch.setattr(echo, "predict", lambda *a, **k: shapes.append(a[0][0].shape) or original(*a, **k))
+    result = measure(echo, warmup=0, min_time_s=0.0, min_runs=3, frame=parse_frame("1080p"))
+    assert result.end_to_end and result.frame == (1080, 1920) and result.input == "1920x1080 uint8 frame"
+    assert shapes == [(1080, 1920, 3)] * 4
+
+
+@pytest.mark.parametrize(("text", "size"), [("1080p", (1080, 1920)), ("720P", (720, 1280)), ("4k", (2160, 3840)),
+                                            ("640x480", (480, 640))])
+def test_frame_sizes_parse(text: str, size: tuple[int, int]) -> None:
+    assert parse_frame(text) == size
+
+
+@pytest.mark.parametrize("text", ["1080", "x480", "0x10", "big"])
+def test_bad_frame_sizes_are_one_line_errors(text: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="1080p"):
+        parse_frame(text)
+
+
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"min_runs": 0}, {"min_runs": 5, "max_runs": 2}])
 def test_measure_rejects_bad_settings(echo: Predictor, bad: dict) -> None:
     with pytest.raises(InvalidArgumentError):
@@ -120,6 +150,8 @@ def test_benchmark_artifact_per_batch_size(good_rows: list[FormatRow]) -> None:
     results = benchmark_artifact(good_rows[1].path, device="cpu", batch_sizes=(1, 2), warmup=1, min_time_s=0.05)
     assert [r.batch_size for r in results] == [1, 2]
     assert all(r.load_s is not None and r.load_s > 0 and r.backend == "onnxruntime" for r in results)
+    framed = benchmark_artifact(good_rows[1].path, device="cpu", warmup=1, min_time_s=0.05, frame=(720, 1280))
+    assert [(r.batch_size, r.frame, r.end_to_end) for r in framed] == [(1, None, False), (1, (720, 1280), True)]
 
 
 @pytest.mark.slow
