@@ -431,7 +431,9 @@ def _predict_video(predictor, source: str, top_k: int, max_frames: int | None, a
         ending = "interrupted" if summary.interrupted else "done"
         out.print(f"{ending}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} FPS, "
                   f"steady {summary.steady_fps:.1f} FPS), {summary.dropped} dropped, "
-                  f"capture-to-result p50 {summary.latency_p50_ms:.1f} ms")
+                  f"capture-to-result p50 {summary.latency_p50_ms:.1f} ms, "
+                  + ("capture beside the model" if summary.overlapped else
+                     "capture between model calls (the model's threads take every core; --threads N frees one)"))
 
 
 @app.command()

@@ -287,7 +287,7 @@ def test_live_is_auto_detected_from_the_name() -> None:
 def test_capture_latency_includes_queueing(no_leaked_threads) -> None:
     video, _ = fake_source(12)
     results: list[FrameResult] = []
-    run_video(FakePredictor(delay=0.004), video, on_frame=results.append)
+    run_video(FakePredictor(delay=0.004), video, on_frame=results.append, overlap=True)
     assert all(r.capture_latency_ms >= r.latency_ms >= 4 for r in results)
     assert max(r.capture_latency_ms for r in results) > 8, "frames waiting in the queue show in the latency"
 
@@ -357,7 +357,7 @@ def test_a_blocked_camera_cannot_hang_the_run(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(video_module, "JOIN_TIMEOUT_S", 0.1)
     video, capture = fake_source(100, "0", block_at=3)
     began = time.perf_counter()
-    summary = run_video(FakePredictor(), video, max_frames=3, live=False)
+    summary = run_video(FakePredictor(), video, max_frames=3, live=False, overlap=True)
     assert summary.frames == 3 and time.perf_counter() - began < 5
     stuck = [t for t in threading.enumerate() if t.name == "video-capture"]
     assert stuck and all(t.daemon for t in stuck), "the blocked reader is left behind as a daemon thread"
@@ -365,3 +365,38 @@ def test_a_blocked_camera_cannot_hang_the_run(monkeypatch: pytest.MonkeyPatch) -
     for thread in stuck:
         thread.join(5)
     assert capture.released and not any(t.is_alive() for t in stuck)
+
+
+class _Threads:
+    """A Predictor stand-in that says where its model runs and on how many threads."""
+
+    def __init__(self, device: str, threads: int | None) -> None:
+        self.device, self.backend = device, type("B", (), {"threads": threads})()
+
+
+@pytest.mark.parametrize(("device", "threads", "cores", "expected"), [
+    ("cpu", None, 2, False),  # the model takes every core: overlapping work would preempt it
+    ("cpu", 2, 2, False),
+    ("cpu", 1, 2, True),  # a core is left for capture and preprocessing
+    ("cuda", None, 2, True),
+])
+def test_files_overlap_only_when_the_model_leaves_a_core(monkeypatch, device, threads, cores, expected) -> None:
+    monkeypatch.setattr(video_module, "usable_cores", lambda: cores)
+    assert video_module.spare_core(_Threads(device, threads)) is expected
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_serial_and_overlapped_file_runs_give_the_same_results(no_leaked_threads, overlap) -> None:
+    video, _ = fake_source(20)
+    results: list[FrameResult] = []
+    started = threading.active_count()
+    seen_threads = []
+    summary = run_video(FakePredictor(), video, on_frame=lambda r: (results.append(r),
+                        seen_threads.append(threading.active_count())), overlap=overlap)
+    assert [r.index for r in results] == list(range(20)) and summary.dropped == 0
+    assert summary.overlapped is overlap and (max(seen_threads) > started) is overlap
+
+
+def test_a_live_source_always_overlaps(no_leaked_threads) -> None:
+    video, _ = fake_source(10, "0")
+    assert run_video(FakePredictor(), video).overlapped
