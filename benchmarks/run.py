@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from camera import measure_camera, median_ms, print_camera, raw_call
+
 from resnet_edge.atomic import atomic_path
 from resnet_edge.benchmark import FormatRow, run_all
 from resnet_edge.report import format_table, machine_description, write_reports
@@ -153,7 +155,24 @@ def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict
     print(f"  export time onnx + onnx-int8 + tflite-int8: {summary['export_s_onnx_onnx_int8_tflite_int8']:.1f} s")
     summary["int8_softmax_in_graph"] = softmax_in_graph(model_path, out, settings)
     summary["predictor_overhead"] = predictor_overhead(rows, settings)
+    summary["camera"] = camera(rows, out, settings)
     return summary
+
+
+CAMERA_FORMATS = ("tflite-int8", "onnx-int8")
+
+
+def camera(rows: list[FormatRow], out: Path, settings: Settings) -> dict[str, Any]:
+    """Camera-scale inputs (1080p frames, a 1080p clip, 12-megapixel photos) through the int8 artifacts."""
+    title = "Camera-scale inputs, ResNet-50 @224 int8, batch 1"
+    print(f"\n{title}")
+    results = {}
+    for row in rows:
+        if row.format in CAMERA_FORMATS and row.status == "ok":
+            say(f"camera-scale inputs through {row.format}")
+            results[row.format] = measure_camera(Path(row.path), out / "camera", settings.min_time_s, settings.warmup)
+            print_camera(row.format, results[row.format])
+    return results
 
 
 def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[str, Any]:
@@ -173,40 +192,6 @@ def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[st
             "compared": report.compared, "failures": report.failures}
 
 
-def _median_ms(call, seconds: float) -> float:
-    import statistics
-
-    times = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 20:
-        started = time.perf_counter_ns()
-        call()
-        times.append((time.perf_counter_ns() - started) / 1e6)
-    return statistics.median(times)
-
-
-def _raw_call(predictor, frame):
-    """The runtime's own API on an input already in its dtype: what the Predictor wraps."""
-    import numpy as np
-
-    from resnet_edge.preprocess import cast_batch
-
-    batch = cast_batch(frame[None], predictor.input_spec)
-    backend = predictor.backend
-    if backend.name == "onnxruntime":
-        session, feed = backend.session, {backend.input_name: batch}
-        return lambda: session.run(None, feed)
-    interpreter, index = backend.interpreter, backend.input_index
-    outputs = [i for i, _ in backend.outputs]
-
-    def invoke() -> list:
-        interpreter.set_tensor(index, batch)
-        interpreter.invoke()
-        return [np.array(interpreter.get_tensor(i)) for i in outputs]
-
-    return invoke
-
-
 def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, Any]:
     """Predictor.predict on one uint8 HWC frame vs the raw runtime call it wraps, alternated in one run."""
     import numpy as np
@@ -219,15 +204,15 @@ def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, A
         if row.format not in ("onnx", "tflite-int8") or row.status != "ok":
             continue
         with load(row.path, device="cpu") as predictor:
-            raw = _raw_call(predictor, frame)
+            raw = raw_call(predictor, frame)
             def end_to_end(p=predictor):
                 return p.predict(frame, top_k=5)
             for _ in range(settings.warmup):
                 raw(), end_to_end()
             raw_ms, e2e_ms = [], []
             for _ in range(4):  # alternate, so drift on a shared machine hits both alike
-                raw_ms.append(_median_ms(raw, settings.min_time_s / 4))
-                e2e_ms.append(_median_ms(end_to_end, settings.min_time_s / 4))
+                raw_ms.append(median_ms(raw, settings.min_time_s / 4))
+                e2e_ms.append(median_ms(end_to_end, settings.min_time_s / 4))
         raw_p50, e2e_p50 = float(np.median(raw_ms)), float(np.median(e2e_ms))
         results[row.format] = {"raw_ms": raw_p50, "predict_ms": e2e_p50, "ratio": e2e_p50 / raw_p50}
         print(f"  Predictor overhead {row.format:<12} raw {raw_p50:7.2f} ms  predict(frame) {e2e_p50:7.2f} ms  "
