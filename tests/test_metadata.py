@@ -30,6 +30,7 @@ def test_json_round_trip_is_canonical() -> None:
         ('{"model": "x", "input_shape": [1, 2]}', "malformed"),
         ('{"model": "x", "input_shape": [1, 2, 3], "schema": 99}', "newer"),
         ('{"model": "x", "input_shape": [1, 2, 3], "output_activation": 5}', "malformed"),
+        ('{"model": "x", "input_shape": [1, 2, 3], "resize": "stretch"}', "resize must be one of squash"),
         ('{"model": "x", "input_shape": "__import__(\'os\').system(\'false\')"}', "malformed"),
     ],
 )
@@ -37,6 +38,13 @@ def test_bad_metadata_is_rejected_with_one_line(text: str, message: str) -> None
     with pytest.raises(ModelFileError, match=message) as info:
         ModelMetadata.from_json(text, "m.onnx")
     assert "\n" not in str(info.value)
+
+
+def test_artifacts_from_before_the_resize_policy_keep_squash() -> None:
+    data = json.loads(META.replace(resize="letterbox").to_json())
+    assert ModelMetadata.from_json(json.dumps(data)).resize == "letterbox"
+    del data["resize"]
+    assert ModelMetadata.from_json(json.dumps(data)).resize == "squash"
 
 
 def test_unknown_keys_from_newer_writers_are_ignored() -> None:
