@@ -354,7 +354,7 @@ def predict(
     strict: Annotated[bool, typer.Option(help="Fail on the first unreadable image instead of skipping it.")] = False,
     source: Annotated[str | None, typer.Option(help="Video file or camera index: per-frame labels and FPS.")] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="With --source: stop after N frames.")] = None,
-    live: Annotated[bool | None, typer.Option("--live/--no-live", help="With --source: drop stale frames to stay "
+    live: Annotated[bool | None, typer.Option("--live/--no-live", metavar="", help="With --source: drop stale frames to stay "
                                               "current (default: cameras and URLs yes, files no).")] = None,
     as_json: JsonFlag = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV rows (source,rank,label,index,score).")] = False,
