@@ -115,7 +115,7 @@ def _call(predictor: Any, batch_size: int, end_to_end: bool,
     """The zero-argument call to time: raw ``run`` on a pre-cast batch, or ``predict`` from uint8 frames
     (BGR as a camera gives them, of the model's size or of ``frame``)."""
     frames = _random_frames(predictor, batch_size, frame=frame)
-    if end_to_end or frame is not None:
+    if end_to_end:
         frame_list = list(frames)
         return lambda: predictor.predict(frame_list, top_k=1, batch_size=batch_size, color="bgr")
     batch = cast_batch(frames, predictor.input_spec)
@@ -168,6 +168,7 @@ def measure(
         raise InvalidArgumentError(
             "benchmark needs batch_size >= 1, warmup >= 0, min_runs >= 1, max_runs >= min_runs, min_time_s >= 0"
         )
+    end_to_end = end_to_end or frame is not None
     call = _call(predictor, batch_size, end_to_end, frame)
     process = psutil.Process()
     first_ns = _timed(call)
@@ -186,7 +187,7 @@ def measure(
         name=Path(str(getattr(predictor, "path", "model"))).name,
         backend=getattr(backend, "name", type(predictor).__name__),
         device=str(getattr(predictor, "device", "cpu")),
-        batch_size=batch_size, end_to_end=end_to_end or frame is not None, runs=len(times), frame=frame,
+        batch_size=batch_size, end_to_end=end_to_end, runs=len(times), frame=frame,
         first_inference_ms=first_ns / 1e6, rss_peak_mib=rss_peak, max_rss_mib=_max_rss_mib(),
         noisy=stats["cv"] > NOISY_CV, warning=noise_warning(stats["cv"]),
         times_ms=[t / 1e6 for t in times], **stats,

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import InvalidArgumentError, ResnetEdgeError
-from .metadata import RESIZE_POLICIES, check_policy
+from .metadata import RESIZE_DESCRIPTIONS, RESIZE_POLICIES, check_policy
 
 app = typer.Typer(
     name="resnet-edge",
@@ -35,9 +35,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable
 RESIZE_HELP = (f"How frames of another shape reach the input size ({', '.join(RESIZE_POLICIES)}); "
                "recorded in the model and followed by every artifact.")
 ResizeOption = Annotated[str, typer.Option(help=RESIZE_HELP)]
-RESIZE_DESCRIPTIONS = {"squash": "squash (the whole frame stretched to the input size)",
-                       "center-crop": "center-crop (the largest centred region of the input's aspect ratio)",
-                       "letterbox": "letterbox (the whole frame fitted, padded with black)"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -199,7 +196,7 @@ def info(
                            f"{metadata.color_order} " + (f"{metadata.input_range[0]:g}-{metadata.input_range[1]:g}"
                                                          if metadata.preprocessing != "none" else
                                                          "in whatever range the network was trained on")),
-                 ("resize", RESIZE_DESCRIPTIONS[metadata.resize]),
+                 ("resize", f"{metadata.resize} ({RESIZE_DESCRIPTIONS[metadata.resize]})"),
                  ("preprocessing", f"{metadata.preprocessing} (inside the model)" if metadata.preprocessing != "none"
                   else "none: the input goes to the network as it is (a keras.applications model expects its "
                        "preprocess_input: export with --preprocessing caffe|torch|tf)"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from .cpu import usable_cores
 from .errors import DataError, InvalidArgumentError
-from .preprocess import fit_image, is_image_file, load_image, resize
+from .preprocess import fit_image, is_image_file, load_image, resize, to_rgb_uint8
 
 # Natural photos that ship inside the scikit-image wheel (its other sample files are charts and synthetic).
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
@@ -130,7 +130,7 @@ def load_photos(size: tuple[int, int] = (224, 224), policy: str = "squash", crop
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for label, photo in enumerate(photos.values()):
-        photo = fit_image(photo, photo.shape[:2])
+        photo = to_rgb_uint8(photo)
         height, width = photo.shape[:2]
         for _ in range(crops):
             side = int(min(height, width) * rng.uniform(0.35, 1.0))

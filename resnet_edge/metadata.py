@@ -14,7 +14,12 @@ from .errors import InvalidArgumentError, ModelFileError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "resnet_edge"
-RESIZE_POLICIES = ("squash", "center-crop", "letterbox")
+RESIZE_DESCRIPTIONS = {
+    "squash": "the whole frame stretched to the input size",
+    "center-crop": "the largest centred region of the input's aspect ratio",
+    "letterbox": "the whole frame fitted, padded with black",
+}
+RESIZE_POLICIES = tuple(RESIZE_DESCRIPTIONS)
 
 
 def check_policy(policy: str) -> str:

@@ -233,11 +233,7 @@ def prepare_images(
     """Images (any size, dtype, RGB or BGR) to one input batch: fitted, stacked, cast."""
     if not images:
         raise DataError("no images to run")
-    if len(images) == 1:
-        batch = np.ascontiguousarray(fit_image(images[0], spec.size, policy, color)[None])
-    else:
-        batch = np.stack([fit_image(image, spec.size, policy, color) for image in images])
-    return cast_batch(batch, spec)
+    return cast_batch(np.stack([fit_image(image, spec.size, policy, color) for image in images]), spec)
 
 
 def is_image_file(path: Path) -> bool:

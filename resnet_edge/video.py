@@ -288,9 +288,9 @@ def _prepared_by_stages(batches: _Channel) -> Iterator[_Item]:
 
 def spare_core(predictor: Predictor) -> bool:
     """Whether capture and preprocessing can run beside the model without taking a core from it."""
-    if getattr(predictor, "device", "cpu") != "cpu":
+    if predictor.device != "cpu":
         return True
-    threads = getattr(getattr(predictor, "backend", None), "threads", None)
+    threads = predictor.backend.threads
     return threads is not None and threads < usable_cores()
 
 
@@ -335,7 +335,7 @@ def run_video(
     stages = [
         threading.Thread(target=_capture, args=(video, frames, stop), name="video-capture", daemon=True),
         threading.Thread(target=_preprocess, args=(predictor, frames, batches), name="video-prepare", daemon=True),
-    ]
+    ] if overlapped else []
     summary = VideoSummary()
     counts: Counter[str] = Counter()
     done_at, delays = array("d"), array("d")
@@ -344,9 +344,8 @@ def run_video(
     try:
         if max_frames == 0:
             return summary
-        if overlapped:
-            for stage in stages:
-                stage.start()
+        for stage in stages:
+            stage.start()
         prepared = _prepared_by_stages(batches) if overlapped else _prepared_inline(video, predictor)
         for item in prepared:
             began = time.perf_counter()
@@ -380,7 +379,7 @@ def run_video(
 
 def _stop(stages: list[threading.Thread], stop: threading.Event, channels: tuple[_Channel, ...],
           video: VideoSource) -> None:
-    """Stop and join the stages; the capture stage closes the source (here if it never ran).
+    """Stop and join the stages; the capture stage closes the source (here if none ran).
 
     A capture stage still blocked in a camera read after ``JOIN_TIMEOUT_S`` is left as a daemon thread:
     it closes the source when the read returns, and cannot keep the interpreter from exiting.
@@ -391,7 +390,7 @@ def _stop(stages: list[threading.Thread], stop: threading.Event, channels: tuple
     for stage in stages:
         if stage.ident is not None:
             stage.join(JOIN_TIMEOUT_S)
-    if stages[0].ident is None:
+    if not stages or stages[0].ident is None:
         video.close()
 
 

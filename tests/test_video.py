@@ -223,6 +223,9 @@ class FakePredictor:
     newer frames the capture had read when the model started.
     """
 
+    device = "cpu"
+    backend = type("FakeBackend", (), {"threads": None})()
+
     def __init__(self, delay: float = 0.0, fail_from: int | None = None, capture: FakeCapture | None = None):
         self.delay, self.fail_from, self.capture = delay, fail_from, capture
         self.lags: list[int] = []
