@@ -19,10 +19,13 @@ from resnet_edge import artifact
 from resnet_edge.export import FORMATS, ExportJob
 from resnet_edge.export import tensorrt as trt_export
 from resnet_edge.metadata import ModelMetadata
-from resnet_edge.runtime import jetson
-from resnet_edge.runtime import tensorrt as trt_runtime
+from resnet_edge.runtime.tensorrt import backend as trt_backend
+from resnet_edge.runtime.tensorrt import jetson
+from resnet_edge.runtime.tensorrt.backend import TensorRTBackend
+from resnet_edge.runtime.tensorrt.cuda import GpuInfo, HostDeviceBuffer, check_cuda, cuda_runtime, gpu_info
+from resnet_edge.runtime.tensorrt.trtlog import import_tensorrt, make_logger
 
-GPU = trt_runtime.GpuInfo("Probe GPU", "8.9", False)
+GPU = GpuInfo("Probe GPU", "8.9", False)
 
 
 def outcome(step: Callable[[], Any]) -> str:
@@ -42,8 +45,8 @@ def engine_file(folder: Path, version: str) -> Path:
 
 def tensorrt_steps(folder: Path) -> dict[str, Callable[[], Any]]:
     sys.modules["tensorrt_libs"] = None  # type: ignore[assignment]  # the stubs, never an installed TensorRT's libraries
-    trt = trt_runtime.import_tensorrt()
-    logger = trt_runtime.make_logger(trt)
+    trt = import_tensorrt()
+    logger = make_logger(trt)
 
     def logger_keeps_first_error() -> list[Any]:
         logger.log(trt.ILogger.Severity.WARNING, "a warning")
@@ -53,65 +56,65 @@ def tensorrt_steps(folder: Path) -> dict[str, Callable[[], Any]]:
 
     def build() -> bytes:
         job = ExportJob(None, ModelMetadata("probe", (4, 4, 3)), folder / "out.engine", FORMATS["trt"],
-                        dict(FORMATS["trt"].options))
+                        dict(FORMATS["trt"].defaults))
         return trt_export._build_engine(trt, folder / "model.onnx", job, (1, 1, 1), GPU)
 
-    def load(backend: type) -> Any:
-        trt_runtime.cuda_runtime = lambda: None
-        trt_runtime.gpu_info = lambda runtime=None: GPU
+    def load(device: str) -> Any:
+        trt_backend.cuda_runtime = lambda: None
+        trt_backend.gpu_info = lambda runtime=None: GPU
         jetson.is_jetson = lambda *args: True
-        return backend(engine_file(folder, trt.__version__), "cuda")
+        return TensorRTBackend.for_device(device)(engine_file(folder, trt.__version__), device)
 
     return {
         "version": lambda: trt.__version__,
         "logger": logger_keeps_first_error,
-        "numpy_dtypes": lambda: [trt_runtime._numpy_dtype(trt, getattr(trt.DataType, name), "probe").name
+        "numpy_dtypes": lambda: [trt_backend._numpy_dtype(trt, getattr(trt.DataType, name), "probe").name
                                  for name in ("FLOAT", "HALF", "INT8", "UINT8")],
-        "numpy_dtype_bf16": lambda: trt_runtime._numpy_dtype(trt, trt.DataType.BF16, "probe"),
+        "numpy_dtype_bf16": lambda: trt_backend._numpy_dtype(trt, trt.DataType.BF16, "probe"),
         "network_flags": lambda: 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED),
         "build": build,
-        "load": lambda: load(trt_runtime.TensorRTBackend),
-        "load_jetson": lambda: load(jetson.JetsonBackend),
+        "load": lambda: load("cuda"),
+        "load_jetson": lambda: load("jetson"),
     }
 
 
 def cuda_steps(folder: Path) -> dict[str, Callable[[], Any]]:
-    runtime = trt_runtime.cuda_runtime()
-    trt_runtime.import_tensorrt = lambda: None
+    runtime = cuda_runtime()
+    trt_backend.import_tensorrt = lambda: None
 
-    def backend(cls: type = trt_runtime.TensorRTBackend, integrated: bool = False) -> Any:
+    def backend(cls: type = TensorRTBackend, integrated: bool = False) -> Any:
         """A backend past ``__init__`` (which needs a GPU): the real runtime module, a stream, one buffer."""
         self = cls.__new__(cls)
         self._rt, self._stream, self._buffers = runtime, runtime.cudaStream_t(), {}
         self._capacity = self._batch = 0
-        self.gpu = trt_runtime.GpuInfo("Probe GPU", "8.7", integrated)
+        self.gpu = GpuInfo("Probe GPU", "8.7", integrated)
         self.context = self.engine = self._runtime = None
         return self
 
     def close(with_buffers: bool) -> None:
         self = backend()
         if with_buffers:
-            self._buffers = {"input": trt_runtime.HostDeviceBuffer(4096, 8192, 64)}
+            self._buffers = {"input": HostDeviceBuffer(4096, 8192, 64)}
         self.close()
 
     kinds = runtime.cudaMemcpyKind
     return {
         "module": lambda: runtime.__name__,
-        "available_devices": trt_runtime.TensorRTBackend.available_devices,
-        "gpu_info": lambda: trt_runtime.gpu_info(runtime),
-        "cudaGetDevice": lambda: trt_runtime.check_cuda(runtime.cudaGetDevice(), "cudaGetDevice", runtime),
-        "cudaGetDeviceProperties": lambda: trt_runtime.check_cuda(runtime.cudaGetDeviceProperties(0),
-                                                                  "cudaGetDeviceProperties", runtime),
-        "cudaStreamCreate": lambda: trt_runtime.check_cuda(runtime.cudaStreamCreate(), "cudaStreamCreate", runtime),
+        "available_devices": TensorRTBackend.available_devices,
+        "gpu_info": lambda: gpu_info(runtime),
+        "cudaGetDevice": lambda: check_cuda(runtime.cudaGetDevice(), "cudaGetDevice", runtime),
+        "cudaGetDeviceProperties": lambda: check_cuda(runtime.cudaGetDeviceProperties(0), "cudaGetDeviceProperties",
+                                                      runtime),
+        "cudaStreamCreate": lambda: check_cuda(runtime.cudaStreamCreate(), "cudaStreamCreate", runtime),
         "stream_handle": lambda: int(runtime.cudaStream_t()),
         "allocate": lambda: backend()._allocate(64),
-        "allocate_mapped": lambda: backend(jetson.JetsonBackend, integrated=True)._allocate(64),
-        "cudaHostGetDevicePointer": lambda: trt_runtime.check_cuda(runtime.cudaHostGetDevicePointer(4096, 0),
-                                                                   "cudaHostGetDevicePointer", runtime),
+        "allocate_mapped": lambda: backend(TensorRTBackend.for_device("jetson"), integrated=True)._allocate(64),
+        "cudaHostGetDevicePointer": lambda: check_cuda(runtime.cudaHostGetDevicePointer(4096, 0),
+                                                       "cudaHostGetDevicePointer", runtime),
         "copy_to_device": lambda: backend()._copy(8192, 4096, 64, kinds.cudaMemcpyHostToDevice),
         "copy_to_host": lambda: backend()._copy(4096, 8192, 64, kinds.cudaMemcpyDeviceToHost),
-        "free": lambda: trt_runtime.HostDeviceBuffer(4096, 8192, 64).free(runtime),
-        "free_mapped": lambda: trt_runtime.HostDeviceBuffer(4096, 8192, 64, mapped=True).free(runtime),
+        "free": lambda: HostDeviceBuffer(4096, 8192, 64).free(runtime),
+        "free_mapped": lambda: HostDeviceBuffer(4096, 8192, 64, mapped=True).free(runtime),
         "close_with_buffers": lambda: close(True),
         "close": lambda: close(False),
     }

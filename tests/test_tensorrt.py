@@ -42,21 +42,16 @@ from resnet_edge.export.tensorrt import (
 )
 from resnet_edge.metadata import ModelMetadata, Quantization
 from resnet_edge.preprocess import InputSpec
-from resnet_edge.runtime import jetson as jetson_module
 from resnet_edge.runtime import load
-from resnet_edge.runtime import tensorrt as trt_runtime
-from resnet_edge.runtime.jetson import JetsonBackend, is_jetson
-from resnet_edge.runtime.tensorrt import (
-    TensorRTBackend,
-    check_batch,
-    check_cuda,
-    check_engine_compatibility,
-    create,
-    gpu_info,
-    make_logger,
-)
+from resnet_edge.runtime.tensorrt import backend as backend_module
+from resnet_edge.runtime.tensorrt import jetson as jetson_module
+from resnet_edge.runtime.tensorrt.backend import TensorRTBackend
+from resnet_edge.runtime.tensorrt.compat import check_batch, check_engine_compatibility
+from resnet_edge.runtime.tensorrt.cuda import GpuInfo, check_cuda, gpu_info
+from resnet_edge.runtime.tensorrt.jetson import is_jetson
+from resnet_edge.runtime.tensorrt.trtlog import create, make_logger
 
-TRT_DEFAULTS = dict(FORMATS["trt"].options)
+TRT_DEFAULTS = dict(FORMATS["trt"].defaults)
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
@@ -172,7 +167,7 @@ def test_convert_validates_before_anything_heavy(tmp_path):
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 def test_convert_without_tensorrt_is_one_line_missing_dependency(tmp_path):
     job = ExportJob(None, ModelMetadata("m", (32, 32, 3)), tmp_path / "x.engine", FORMATS["trt"], TRT_DEFAULTS)
-    with pytest.raises(MissingDependencyError, match=r"resnet-edge\[trt\]") as info:
+    with pytest.raises(MissingDependencyError, match=r"resnet-edge\[tensorrt\]") as info:
         trt_export.convert(job)
     assert "\n" not in str(info.value)
 
@@ -283,7 +278,7 @@ def test_gpu_info_without_driver_is_device_error():
     runtime.fail.add("cudaGetDeviceCount")
     with pytest.raises(DeviceError, match=r"device query .* failed: cudaErrorMemoryAllocation"):
         gpu_info(runtime)
-    assert gpu_info(FakeCudart(integrated=True)) == trt_runtime.GpuInfo("Fake GPU", "8.9", True)
+    assert gpu_info(FakeCudart(integrated=True)) == GpuInfo("Fake GPU", "8.9", True)
 
 
 def test_null_tensorrt_object_is_device_error():
@@ -319,15 +314,27 @@ def test_is_jetson_from_device_tree_model(tmp_path):
     assert not is_jetson(tmp_path / "missing-release", tmp_path / "missing-model")
 
 
+def test_jetson_is_a_device_of_the_tensorrt_backend():
+    jetson_class = TensorRTBackend.for_device("jetson")
+    assert issubclass(jetson_class, TensorRTBackend) and jetson_class is not TensorRTBackend
+    assert jetson_class.name == TensorRTBackend.name == "tensorrt"
+    assert TensorRTBackend.devices == ("jetson", "cuda")
+    assert TensorRTBackend.for_device("cuda") is TensorRTBackend
+    assert jetson_class.for_device("jetson") is jetson_class
+    assert jetson_class.for_device("cuda") is TensorRTBackend
+
+
 @pytest.mark.skipif(is_jetson(), reason="this machine is a Jetson")
-def test_jetson_backend_refuses_other_machines(tmp_path):
+def test_jetson_device_refuses_other_machines(tmp_path):
     path = tmp_path / "m.engine"
     path.write_bytes(artifact.pack_engine(b"ENGINE", trt_metadata()))
-    with pytest.raises(DeviceError, match="not a Jetson"):
-        JetsonBackend(path, "jetson")
+    with pytest.raises(DeviceError, match="not a Jetson") as info:
+        TensorRTBackend.for_device("jetson")(path, "jetson")
+    assert "\n" not in str(info.value)
     with pytest.raises(DeviceError, match="not a Jetson"):
         load(path, device="jetson")
-    assert JetsonBackend.available_devices() == ()
+    assert "jetson" not in TensorRTBackend.available_devices()
+    assert TensorRTBackend.for_device("jetson").available_devices() == ()
 
 
 # availability and loading here -------------------------------------------------------------------
@@ -338,7 +345,9 @@ def _no_gpu_stack() -> bool:
 
 def test_available_devices_does_not_raise():
     devices = TensorRTBackend.available_devices()
-    assert devices in ((), ("cuda",))
+    assert devices in ((), ("cuda",), ("jetson", "cuda"))
+    if not is_jetson():
+        assert "jetson" not in devices
     if not HAS_TENSORRT:
         assert devices == ()
 
@@ -352,7 +361,7 @@ def test_loading_engine_here_is_a_one_line_error(tmp_path):
             load(path, **kwargs)
         assert "\n" not in str(info.value)
         assert "Traceback" not in str(info.value)
-    with pytest.raises(DeviceError, match="runs on cuda, not cpu"):
+    with pytest.raises(DeviceError, match="runs on jetson, cuda, not cpu"):
         load(path, device="cpu")
 
 
@@ -362,8 +371,8 @@ def test_loading_engine_here_is_a_one_line_error(tmp_path):
 def fake_stack(monkeypatch):
     def install(integrated: bool = False, dla_cores: int = 0, jetson: bool = False, **trt_options):
         cudart, trt = FakeCudart(integrated), FakeTensorRT(dla_cores, **trt_options)
-        monkeypatch.setattr(trt_runtime, "cuda_runtime", lambda: cudart)
-        monkeypatch.setattr(trt_runtime, "import_tensorrt", lambda: trt)
+        monkeypatch.setattr(backend_module, "cuda_runtime", lambda: cudart)
+        monkeypatch.setattr(backend_module, "import_tensorrt", lambda: trt)
         monkeypatch.setattr(jetson_module, "is_jetson", lambda *args: jetson)
         return cudart, trt
 
@@ -458,7 +467,7 @@ def test_fake_stack_null_runtime_is_device_error(fake_stack, tmp_path):
         load(write_engine(tmp_path), device="cuda")
 
 
-def test_fake_stack_dla_engine_needs_jetson_backend(fake_stack, tmp_path):
+def test_fake_stack_dla_engine_needs_jetson_device(fake_stack, tmp_path):
     fake_stack(dla_cores=2)
     with pytest.raises(DeviceError, match="built for DLA core 1: load it with device='jetson'"):
         load(write_engine(tmp_path, trt_metadata(dla_core=1)), device="cuda")
@@ -466,8 +475,11 @@ def test_fake_stack_dla_engine_needs_jetson_backend(fake_stack, tmp_path):
 
 def test_fake_jetson_zero_copy_and_dla(fake_stack, tmp_path):
     cudart, trt = fake_stack(integrated=True, dla_cores=2, jetson=True)
-    assert JetsonBackend.available_devices() == ("jetson",)
+    assert TensorRTBackend.available_devices() == ("jetson", "cuda")
+    assert TensorRTBackend.for_device("jetson").available_devices() == ("jetson",)
     predictor = load(write_engine(tmp_path, trt_metadata(dla_core=1)), device="jetson")
+    assert type(predictor.backend) is TensorRTBackend.for_device("jetson")
+    assert predictor.backend.name == "tensorrt" and predictor.device == "jetson"
     assert trt.runtimes[-1].DLA_core == 1
     batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
     np.testing.assert_allclose(predictor(batch), expected_logits(batch))
@@ -476,6 +488,17 @@ def test_fake_jetson_zero_copy_and_dla(fake_stack, tmp_path):
     predictor.close()
     assert cudart.blocks == {}
     assert "cudaFree" not in cudart.calls
+
+
+def test_fake_jetson_is_the_preferred_device_on_a_jetson(fake_stack, tmp_path):
+    cudart, _ = fake_stack(integrated=True, jetson=True)
+    with load(write_engine(tmp_path)) as predictor:
+        assert predictor.device == "jetson" and type(predictor.backend) is TensorRTBackend.for_device("jetson")
+        batch = np.ones((1, 4, 4, 3), np.float32)
+        np.testing.assert_allclose(predictor(batch), expected_logits(batch))
+    assert "cudaHostAlloc" in cudart.calls and "cudaMalloc" not in cudart.calls
+    with load(write_engine(tmp_path), device="cuda") as predictor:
+        assert type(predictor.backend) is TensorRTBackend and predictor.device == "cuda"
 
 
 def test_fake_jetson_discrete_gpu_keeps_copies(fake_stack, tmp_path):
@@ -500,7 +523,7 @@ def fake_builder(monkeypatch):
     def install(**kwargs):
         stack = FakeTensorRT(**kwargs)
         monkeypatch.setattr(trt_export, "import_tensorrt", lambda: stack)
-        monkeypatch.setattr(trt_export, "gpu_info", lambda: trt_runtime.GpuInfo("Fake L4", "8.9", False))
+        monkeypatch.setattr(trt_export, "gpu_info", lambda: GpuInfo("Fake L4", "8.9", False))
         exported = stack.log.setdefault("onnx_jobs", [])
 
         def fake_onnx(job, precision, path):

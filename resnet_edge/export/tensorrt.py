@@ -18,20 +18,15 @@ from .. import artifact
 from ..atomic import write_bytes
 from ..errors import DeviceError, ExportError, InvalidArgumentError
 from ..metadata import ModelMetadata, tool_versions
-from ..runtime.tensorrt import (
-    HARDWARE_COMPATIBILITY_MIN_CC,
-    GpuInfo,
-    create,
-    first_line,
-    gpu_info,
-    import_tensorrt,
-    make_logger,
-)
-from . import FORMATS, ExportJob, converter, resolve_options
+from ..runtime.tensorrt import first_line
+from ..runtime.tensorrt.compat import HARDWARE_COMPATIBILITY_MIN_CC
+from ..runtime.tensorrt.cuda import GpuInfo, gpu_info
+from ..runtime.tensorrt.trtlog import create, import_tensorrt, make_logger
+from . import FORMATS, ExportJob, converter
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_FORMATS = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8"}
-INT8_SCHEME = "trt"
+INT8_SCHEME = "s8s8"
 MIB = 1 << 20
 
 
@@ -127,7 +122,7 @@ def _export_onnx(job: ExportJob, precision: str, path: Path) -> ModelMetadata:
             raise InvalidArgumentError("TensorRT int8 needs calibration data: pass --calib-data DIR|digits|FILE.npy")
         given.update(scheme=INT8_SCHEME, calib_method=job.options.get("calib_method"),
                      int8_softmax=job.options.get("int8_softmax"), float_layers=job.options.get("float_layers"))
-    onnx_job = ExportJob(job.model, job.metadata, path, fmt, resolve_options(fmt, given), job.calibration,
+    onnx_job = ExportJob(job.model, job.metadata, path, fmt, fmt.resolve_options(given), job.calibration,
                          job.progress)
     job.progress(f"exporting {fmt.name} as the TensorRT source")
     result = converter(fmt)(onnx_job)

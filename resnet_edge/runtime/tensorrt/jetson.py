@@ -1,4 +1,4 @@
-"""TensorRT on an NVIDIA Jetson: DLA engines on their DLA core, zero-copy buffers on the integrated GPU."""
+"""Device "jetson" of the TensorRT backend: DLA engines on their DLA core, zero-copy buffers on the integrated GPU."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeviceError
-from .tensorrt import HostDeviceBuffer, TensorRTBackend, check_cuda, engine_info
+from ...errors import DeviceError
+from .backend import TensorRTBackend
+from .compat import engine_info
+from .cuda import HostDeviceBuffer, allocate_mapped
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
@@ -28,14 +30,15 @@ def is_jetson(
 
 
 class JetsonBackend(TensorRTBackend):
-    """TensorRTBackend that honours an engine's DLA core and skips host/device copies on integrated GPUs."""
+    """The TensorRT backend on device "jetson": honours an engine's DLA core and skips host/device copies on
+    integrated GPUs. Reached through ``TensorRTBackend.for_device("jetson")``; still the ``tensorrt`` backend."""
 
-    name = "jetson"
+    name = "tensorrt"
     devices = ("jetson",)
 
     @classmethod
-    def available_devices(cls) -> tuple[str, ...]:
-        return super().available_devices() if is_jetson() else ()
+    def for_device(cls, device: str) -> type[TensorRTBackend]:
+        return cls if device == "jetson" else TensorRTBackend
 
     def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
         if not is_jetson():
@@ -66,11 +69,4 @@ class JetsonBackend(TensorRTBackend):
         """
         if not self.gpu.integrated:
             return super()._allocate(nbytes)
-        runtime = self._rt
-        host = check_cuda(runtime.cudaHostAlloc(nbytes, runtime.cudaHostAllocMapped), "cudaHostAlloc", runtime)
-        try:
-            device = check_cuda(runtime.cudaHostGetDevicePointer(host, 0), "cudaHostGetDevicePointer", runtime)
-        except DeviceError:
-            check_cuda(runtime.cudaFreeHost(host), "cudaFreeHost", runtime)
-            raise
-        return HostDeviceBuffer(int(host), int(device), nbytes, mapped=True)
+        return allocate_mapped(self._rt, nbytes)
