@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration import CalibrationSet
-from calibration.tflite import record_ranges, representative_dataset
+from resnet_edge.calibration import CalibrationSet
+from resnet_edge.calibration.tflite import record_ranges, representative_dataset
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def _true_ranges(model: bytes, images: np.ndarray, names) -> dict[str, tuple[flo
 
 @pytest.mark.parametrize(("count", "expected"), [(300, 6), (200, 8), (20, 5), (13, 1)])
 def test_onnxrt_batches_divide_the_calibration_set(count, expected) -> None:
-    from calibration.onnxrt import even_batch_size
+    from resnet_edge.calibration.onnxrt import even_batch_size
 
     calibration = CalibrationSet(np.zeros((count, 2, 2, 3), np.uint8), None, "test", batch_size=8)
     assert even_batch_size(calibration) == expected
@@ -113,7 +113,7 @@ def test_onnxrt_calibration_cache_holds_the_stock_calibrators_ranges(method, art
     from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from calibration.onnxrt import CalibrationReader, even_batch_size, write_calibration_cache
+    from resnet_edge.calibration.onnxrt import CalibrationReader, even_batch_size, write_calibration_cache
 
     prepared = tmp_path / "prepared.onnx"
     quant_pre_process(str(artifacts["onnx"]), str(prepared))

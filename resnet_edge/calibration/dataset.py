@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from resnet_edge.data import Dataset, load_dataset
-from resnet_edge.errors import DataError
+from ..data import Dataset, load_dataset
+from ..errors import DataError
 
 DEFAULT_COUNT = 300
 MIN_RECOMMENDED = 100

@@ -47,7 +47,7 @@ def write_calibration_cache(model_path: str | os.PathLike[str], calibration: Cal
     import onnxruntime
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    from resnet_edge.runtime.base import usable_cores
+    from ..cpu import usable_cores
 
     with tempfile.TemporaryDirectory(prefix="resnet-edge-calib-") as workdir:
         calibrator = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(workdir) / "augmented.onnx"),

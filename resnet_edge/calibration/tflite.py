@@ -6,10 +6,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from resnet_edge._lazy import lazy_import
-from resnet_edge._quiet import quiet
-from resnet_edge.errors import ExportError
-
+from .._lazy import lazy_import
+from .._quiet import quiet
+from ..errors import ExportError
 from .dataset import CalibrationSet
 
 RANGE_BATCH_BYTES = 512 * 2**20
@@ -39,7 +38,7 @@ def record_ranges(calibrated: bytes, calibration: CalibrationSet, threads: int |
     the Add's maximum (tensorflow/tensorflow#127842). Here the float model runs under XNNPACK, batched,
     with every calibrated tensor made a graph output, and each range is the true one.
     """
-    from resnet_edge.runtime.base import usable_cores
+    from ..cpu import usable_cores
 
     flatbuffer_utils = lazy_import("ai_edge_litert.tools.flatbuffer_utils", extra="tflite")
     interpreter_module = lazy_import("ai_edge_litert.interpreter", extra="tflite")
