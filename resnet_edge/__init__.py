@@ -16,7 +16,7 @@ _EXPORTS = {
     "export": "resnet_edge.export",
     "load": "resnet_edge.runtime",
     "compare": "resnet_edge.parity",
-    "measure": "resnet_edge.benchmark",
+    "measure": "resnet_edge.latency",
     "load_dataset": "resnet_edge.data",
     "ModelMetadata": "resnet_edge.metadata",
     "ResnetEdgeError": "resnet_edge.errors",

@@ -2,19 +2,23 @@
 
 One reader and one writer per container: Keras (a JSON entry in the ``.keras`` zip, or an HDF5
 attribute in ``.h5``), ONNX (``metadata_props``), TFLite (a flatbuffer ``metadata`` entry, which a
-stock LiteRT interpreter ignores), TensorRT (a length-prefixed JSON header before the engine).
+stock LiteRT interpreter ignores), TensorRT (a length-prefixed JSON header before the engine). The
+registry's backend rows name them (``Container``); ``read_metadata``/``write_metadata`` go by suffix.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import zipfile
 from pathlib import Path
 
 from ._lazy import lazy_import
+from .atomic import atomic_path, write_bytes
 from .errors import ModelFileError, ResnetEdgeError
 from .metadata import METADATA_KEY, ModelMetadata
+from .registry import resolve, row_for_file
 
 KERAS_ENTRY = f"{METADATA_KEY}.json"
 ENGINE_MAGIC = b"RNEDGE\x00\x01"
@@ -42,6 +46,21 @@ def embed_keras(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
 
         with h5py.File(path, "a") as handle:
             handle.attrs[METADATA_KEY] = metadata.to_json()
+
+
+def write_keras(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    """Rewrite a ``.keras``/``.h5`` file with ``metadata`` (other entries copied as they are)."""
+    path = Path(path)
+    _require_file(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as target:
+                for item in source.infolist():
+                    if item.filename != KERAS_ENTRY:
+                        target.writestr(item, source.read(item.filename))
+        else:
+            shutil.copyfile(path, tmp)
+        embed_keras(tmp, metadata)
 
 
 def read_keras(path: str | os.PathLike[str]) -> ModelMetadata | None:
@@ -79,6 +98,15 @@ def embed_onnx(model_proto, metadata: ModelMetadata) -> None:
 def read_onnx_props(props: dict[str, str], source: str) -> ModelMetadata | None:
     text = props.get(METADATA_KEY)
     return None if text is None else ModelMetadata.from_json(text, source)
+
+
+def write_onnx(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    onnx = lazy_import("onnx", extra="export")
+    path = Path(path)
+    _require_file(path)
+    proto = onnx.load(str(path))
+    embed_onnx(proto, metadata)
+    write_bytes(path, proto.SerializeToString())
 
 
 def read_onnx(path: str | os.PathLike[str]) -> ModelMetadata | None:
@@ -143,6 +171,12 @@ def read_tflite(path: str | os.PathLike[str]) -> ModelMetadata | None:
     return read_tflite_bytes(path.read_bytes(), str(path))
 
 
+def write_tflite(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    path = Path(path)
+    _require_file(path)
+    write_bytes(path, embed_tflite(path.read_bytes(), metadata))
+
+
 # TensorRT engine -----------------------------------------------------------------------------
 
 def pack_engine(engine: bytes, metadata: ModelMetadata) -> bytes:
@@ -177,20 +211,21 @@ def read_engine(path: str | os.PathLike[str]) -> ModelMetadata | None:
     return unpack_engine(head, str(path), require_engine=False)[0]
 
 
-READERS = {
-    ".keras": read_keras,
-    ".h5": read_keras,
-    ".onnx": read_onnx,
-    ".tflite": read_tflite,
-    ".engine": read_engine,
-    ".plan": read_engine,
-}
+def write_engine(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    path = Path(path)
+    _require_file(path)
+    write_bytes(path, pack_engine(bytes(unpack_engine(path.read_bytes(), str(path))[1]), metadata))
 
 
 def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata | None:
     """The metadata embedded in any supported artifact (None when the artifact has none)."""
-    path = Path(path)
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ModelFileError(f"{path}: unknown model suffix {path.suffix!r}; expected one of {', '.join(READERS)}")
-    return reader(path)
+    container = row_for_file(path).container
+    return None if container is None else resolve(container.read)(Path(path))
+
+
+def write_metadata(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    """Replace the metadata embedded in an artifact, atomically (relabelling, or a container's round trip)."""
+    container = row_for_file(path).container
+    if container is None:
+        raise ModelFileError(f"{path}: this kind of file carries no metadata")
+    resolve(container.write)(Path(path), metadata)

@@ -5,31 +5,37 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], companions: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
 
     The temporary name keeps the target's suffix, since some writers (Keras) insist on it.
-    Any exception, KeyboardInterrupt included, removes the temporary file.
+    ``companions`` are suffixes of files the writer puts beside the temporary path under its stem
+    (OpenVINO's ``.bin`` beside the ``.xml``): they are moved first and the target last, so a reader that
+    finds the new target finds its new companions. Any exception, KeyboardInterrupt included, removes
+    every temporary file.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    moves = [(tmp.with_suffix(extra), target.with_suffix(extra)) for extra in companions] + [(tmp, target)]
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the model from other users
-        os.replace(tmp, target)
+        for written, final in moves:
+            with open(written, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(written, 0o666 & ~_umask())  # mkstemp's 0600 would hide the model from other users
+            os.replace(written, final)
         _fsync_folder(target.parent)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for written, _ in moves:
+            written.unlink(missing_ok=True)
         raise
 
 

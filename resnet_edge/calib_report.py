@@ -80,8 +80,7 @@ def calibration_report(model: Any, format: str, artifact: str | os.PathLike[str]
     ``full_report`` is the verification of ``artifact`` (calibrated on the whole set); both are checked
     on the same images, the hold-out of the whole set unless ``verify_data`` is given.
     """
-    from calibration import CalibrationSet
-
+    from .calibration import CalibrationSet
     from .export import export, load_source, resolve_format
     from .models.resnet import with_preprocessing
     from .parity import verify_artifact

@@ -7,6 +7,8 @@ commands so ``resnet-edge --help`` starts without TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import sys
 import warnings
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from .errors import InvalidArgumentError, ResnetEdgeError
 from .metadata import RESIZE_DESCRIPTIONS, RESIZE_POLICIES, check_policy
+from .registry import DEVICE_HELP, FORMATS, Option, known_suffixes, resolve_format
 
 app = typer.Typer(
     name="resnet-edge",
@@ -35,6 +38,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print a machine-readable
 RESIZE_HELP = (f"How frames of another shape reach the input size ({', '.join(RESIZE_POLICIES)}); "
                "recorded in the model and followed by every artifact.")
 ResizeOption = Annotated[str, typer.Option(help=RESIZE_HELP)]
+DEVICE_TEXT = "auto (the first that works), " + ", ".join(f"{name} ({text})" for name, text in DEVICE_HELP.items()) + "."
+DeviceOption = Annotated[str, typer.Option(help=DEVICE_TEXT)]
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -226,47 +231,73 @@ def name_depth(name: str) -> int:
 
 # export -------------------------------------------------------------------------------------
 
+def _format_options() -> list[inspect.Parameter]:
+    """One CLI option per export option in the format rows, its help naming the formats that take it."""
+    uses: dict[str, list[tuple[str, Option]]] = {}
+    for fmt in FORMATS.values():
+        for option in fmt.options.values():
+            uses.setdefault(option.name, []).append((fmt.name, option))
+    parameters = []
+    for name, pairs in uses.items():
+        by_help: dict[str, list[str]] = {}
+        for fmt_name, option in pairs:
+            by_help.setdefault(option.help, []).append(fmt_name)
+        text = " ".join(f"{', '.join(names)}: {help_text}" for help_text, names in by_help.items())
+        option = pairs[0][1]
+        kind = {tuple: str, bool: bool, Path: Path}.get(option.kind, option.kind)
+        if kind is bool:
+            info = typer.Option(option.flag, help=text, metavar="")
+        else:
+            info = typer.Option(help=text, metavar="|".join(map(str, option.choices)) if option.choices else None)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Annotated[kind | None, info]))
+    return parameters
+
+
+def with_format_options(command):
+    """Give ``command`` the format rows' options as flags; it receives them as ``format_options``."""
+    signature = inspect.signature(command, eval_str=True)
+    base = [p for p in signature.parameters.values() if p.name != "format_options"]
+    extra = _format_options()
+    names = {p.name for p in extra}
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+        return command(**kwargs, format_options=given)
+
+    wrapper.__signature__ = signature.replace(parameters=base + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in base + extra}
+    return wrapper
+
+
 @app.command()
+@with_format_options
 def export(
     model: Annotated[Path, typer.Argument(help="Keras model (.keras/.h5).")],
-    formats: Annotated[str, typer.Option("--format", "-f", help="onnx, onnx-fp16, onnx-int8, tflite, tflite-fp16, tflite-int8, trt (comma-separated for several).")],
+    formats: Annotated[str, typer.Option("--format", "-f", help=f"{', '.join(FORMATS)} (comma-separated for several).")],
     out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (one format) or folder (several).")] = None,
     calib_data: Annotated[str | None, typer.Option(help="Calibration images: digits, an image folder or an .npy file.")] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration samples (stratified over classes).")] = 300,
     verify_data: Annotated[str | None, typer.Option(help="Images for the parity check (default: calibration hold-out, else digits).")] = None,
     verify: Annotated[bool, typer.Option(help="Check the artifact against the Keras model before succeeding.")] = True,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (13-18, default 17).")] = None,
-    scheme: Annotated[str | None, typer.Option(help="onnx-int8: cpu (U8S8, fast on x86) or trt (symmetric S8S8).")] = None,
-    calib_method: Annotated[str | None, typer.Option(help="onnx-int8: minmax, entropy or percentile.")] = None,
-    io: Annotated[str | None, typer.Option(help="tflite-int8: int8 or uint8 input/output.")] = None,
-    precision: Annotated[str | None, typer.Option(help="trt: fp32, fp16 or int8.")] = None,
-    workspace: Annotated[int | None, typer.Option(help="trt: workspace MiB.")] = None,
-    batch: Annotated[str | None, typer.Option(help="trt: optimization profile min,opt,max batch.")] = None,
-    dla_core: Annotated[int | None, typer.Option(help="trt: DLA core (Jetson), with GPU fallback.")] = None,
-    timing_cache: Annotated[Path | None, typer.Option(help="trt: timing cache file (read and updated).")] = None,
-    hardware_compatibility: Annotated[bool | None, typer.Option("--hardware-compatibility", help="trt: Ampere+ compatible engine.")] = None,
-    int8_softmax: Annotated[bool | None, typer.Option("--int8-softmax", help="int8: keep the classifier's softmax in the integer graph (int8 probabilities) instead of logits out.")] = None,
-    float_layers: Annotated[str | None, typer.Option(help="int8: Keras layers to keep in float, comma-separated.")] = None,
     max_drop: Annotated[float | None, typer.Option(help="int8: accuracy budget in percentage points; layers losing the most are kept float until it is met.")] = None,
     max_float_layers: Annotated[int, typer.Option(min=1, help="With --max-drop: most layers kept in float.")] = 12,
     keep_best: Annotated[bool, typer.Option(help="With --max-drop: write the best artifact even when the budget is not met (exit code stays 2).")] = False,
     calib_report: Annotated[bool, typer.Option(help="int8: also calibrate on half the set and show how agreement and ranges change.")] = False,
     preprocessing: Annotated[str | None, typer.Option(help="For a model with no preprocessing inside (keras.applications): caffe, torch, tf or scale, put in front so the artifact takes RGB 0-255.")] = None,
     as_json: JsonFlag = False,
+    format_options: dict[str, Any] | None = None,
 ) -> None:
     """Export a Keras model; the artifact is written atomically, carries its metadata and is verified."""
-    from .export import default_output, resolve_format, resolve_options
+    from .export import default_output
     from .export import export as run_export
     from .fallback import AccuracyBudget
 
     chosen = [resolve_format(name) for name in formats.split(",") if name.strip()]
     if not chosen:
         raise InvalidArgumentError("--format is empty")
-    given = {"opset": opset, "scheme": scheme, "calib_method": calib_method, "io": io, "precision": precision,
-             "workspace": workspace, "batch": batch, "dla_core": dla_core,
-             "timing_cache": None if timing_cache is None else str(timing_cache),
-             "hardware_compatibility": hardware_compatibility, "int8_softmax": int8_softmax,
-             "float_layers": None if float_layers is None else tuple(n.strip() for n in float_layers.split(",") if n.strip())}
+    given = {k: v for k, v in (format_options or {}).items() if v is not None}
     if max_drop is None and (keep_best or max_float_layers != 12):
         raise InvalidArgumentError("--keep-best and --max-float-layers apply only with --max-drop")
     budget = None if max_drop is None else AccuracyBudget(max_drop, max_float_layers, keep_best)
@@ -276,12 +307,14 @@ def export(
     if calib_report and not verify:
         raise InvalidArgumentError("--calib-report needs verification; drop --no-verify")
     if len(chosen) == 1:
-        resolve_options(chosen[0], given)
+        chosen[0].resolve_options(given)
     else:
-        unused = sorted(k for k, v in given.items() if v is not None and not any(k in f.options for f in chosen))
+        unused = sorted(k for k in given if not any(k in f.options for f in chosen))
         if unused:
             flags = ", ".join(f"--{k.replace('_', '-')}" for k in unused)
             raise InvalidArgumentError(f"{flags} applies to none of {', '.join(f.name for f in chosen)}")
+        for fmt in chosen:
+            fmt.resolve_options({k: v for k, v in given.items() if k in fmt.options})
     if not model.is_file():
         raise InvalidArgumentError(f"{model}: no such model file")
     to_folder = out_path is not None and (out_path.is_dir() or str(out_path).endswith("/") or len(chosen) > 1)
@@ -330,7 +363,7 @@ def _geometry(model: Path) -> tuple[tuple[int, int], str]:
 
 def _calibration(model: Path, source: str | None, count: int):
     """The calibration set for ``model``; its warnings reach stderr through ``main``'s one-line handler."""
-    from calibration import CalibrationSet
+    from .calibration import CalibrationSet
 
     if source is None:
         raise InvalidArgumentError("int8 export needs calibration data: pass --calib-data DIR|digits|FILE.npy")
@@ -342,9 +375,9 @@ def _calibration(model: Path, source: str | None, count: int):
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="Any artifact: .keras, .h5, .onnx, .tflite, .engine.")],
+    model: Annotated[Path, typer.Argument(help=f"Any artifact: {', '.join(known_suffixes())}.")],
     inputs: Annotated[list[str] | None, typer.Argument(help="Images, folders or globs.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, trt (ONNX Runtime's TensorRT provider) or jetson.")] = "auto",
+    device: DeviceOption = "auto",
     top_k: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="Runtime CPU threads.")] = None,
@@ -438,7 +471,7 @@ def parity(
     paths: Annotated[list[Path], typer.Argument(help="MODEL.keras then ARTIFACT... (only artifacts with --load-outputs).")],
     data: Annotated[str, typer.Option(help="digits, an image folder or an .npy file.")] = "digits",
     n: Annotated[int, typer.Option("--n", min=1, help="Images to compare on (stratified sample).")] = 500,
-    device: Annotated[str, typer.Option(help="Device for the artifacts.")] = "auto",
+    device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     save_outputs: Annotated[Path | None, typer.Option(help="Save the reference outputs and images (.npz) for another machine.")] = None,
     load_outputs: Annotated[Path | None, typer.Option(help="Compare against reference outputs saved with --save-outputs.")] = None,
@@ -491,7 +524,7 @@ def _print_parity(reports) -> None:
         accuracy = "–" if r.candidate_accuracy is None else f"{r.candidate_accuracy:.2%} ({r.accuracy_delta:+.2%})"
         decisive = "–" if r.decisive_top1 is None else f"{r.decisive_top1:.2%} of {r.decisive}"
         table.add_row(
-            r.name, r.precision, str(r.calibration_images or "–"), "[green]pass[/green]" if r else "[red]FAIL[/red]",
+            r.name, r.precision + (f" (ran {r.ran})" if r.ran else ""), str(r.calibration_images or "–"), "[green]pass[/green]" if r else "[red]FAIL[/red]",
             r.compared, f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}", f"{r.cosine:.6f}",
             "–" if r.top1_agreement is None else f"{r.top1_agreement:.2%}", decisive,
             "–" if r.top5_agreement is None else f"{r.top5_agreement:.2%}", accuracy,
@@ -512,7 +545,7 @@ def benchmark(
     all_formats: Annotated[bool, typer.Option("--all", help="Export every format this machine runs; one table.")] = False,
     formats: Annotated[str | None, typer.Option(help="With --all: comma-separated formats (default: all).")] = None,
     data: Annotated[str, typer.Option(help="With --all: calibration/parity images (digits, folder, .npy).")] = "digits",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, trt or jetson.")] = "auto",
+    device: DeviceOption = "auto",
     batch_size: Annotated[str, typer.Option(help="Batch sizes, comma-separated (e.g. 1,8).")] = "1",
     threads: Annotated[int | None, typer.Option(min=1, help="Runtime threads (default: every usable core).")] = None,
     warmup: Annotated[int, typer.Option(min=0)] = 10,
@@ -524,7 +557,8 @@ def benchmark(
     as_json: JsonFlag = False,
 ) -> None:
     """Latency (mean/std/p50/p90/p99), throughput and memory of an artifact, or of every format with --all."""
-    from .benchmark import benchmark_artifact, parse_frame, rows_to_dict, run_all
+    from .benchmark import rows_to_dict, run_all
+    from .latency import benchmark_artifact, parse_frame
     from .report import format_table, machine_description, write_reports
 
     try:
@@ -577,6 +611,39 @@ def benchmark(
         print_json({"rows": rows_to_dict(rows), "reports": {k: str(v) for k, v in written.items()}})
     else:
         out.print(f"reports: {', '.join(str(p) for p in written.values())}")
+
+
+@app.command()
+def optimize(
+    model: Annotated[Path, typer.Argument(help="Keras model (.keras/.h5).")],
+    max_drop: Annotated[float, typer.Option(help="Accuracy budget in percentage points below the float model "
+                                            "(top-1 agreement when the data's labels are not the model's).")] = 1.0,
+    formats: Annotated[str | None, typer.Option(help="Comma-separated formats to try (default: every format).")] = None,
+    data: Annotated[str, typer.Option(help="Calibration and parity images: digits, an image folder or an .npy file.")] = "digits",
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="Runtime threads (default: every usable core).")] = None,
+    min_time_s: Annotated[float, typer.Option(min=0.0, help="Measure each candidate at least this long.")] = 3.0,
+    n: Annotated[int, typer.Option("--n", min=1, help="Parity images.")] = 500,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the candidates, the chosen artifact and the receipt.")] = Path("optimized"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Export every format this machine runs, verify each, keep the fastest within --max-drop; the table is the receipt."""
+    from .optimize import optimize as run_optimize
+    from .optimize import summary_lines
+    from .report import format_table
+
+    chosen = None if formats is None else [f.strip() for f in formats.split(",") if f.strip()]
+    command = "resnet-edge " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
+    result = run_optimize(model, out_dir, max_drop=max_drop, formats=chosen, data=data, device=device,
+                          batch_size=batch_size, threads=threads, min_time_s=min_time_s, parity_count=n,
+                          progress=None if as_json else say, command=command)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(format_table(result.rows))
+    for line in summary_lines(result):
+        out.print(line)
 
 
 def fail(message: str, code: int) -> None:

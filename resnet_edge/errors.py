@@ -36,3 +36,12 @@ class ExportError(ResnetEdgeError):
 
 class ParityError(ExportError):
     """An artifact's outputs are outside its precision's tolerance of the float model."""
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error (or its type name), cut to ``limit`` characters: for one-line messages."""
+    text = str(error).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    if not line and isinstance(error, BaseException):
+        line = type(error).__name__
+    return line[:limit]

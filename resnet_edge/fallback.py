@@ -198,7 +198,7 @@ def _better(candidate: Any, incumbent: Any, budget: AccuracyBudget) -> bool:
 
 
 def _p50_ms(path: Path) -> float:
-    from .benchmark import measure
+    from .latency import measure
     from .runtime import load
 
     with load(path, device="cpu") as predictor:

@@ -10,9 +10,8 @@ Errors accumulate down the network, so by default a layer is ranked by the error
 the largest error among its nearest compared ancestors (floored at 0). ``cumulative=True`` ranks by the raw
 error instead.
 
-ONNX: a copy of the graph in memory gets the tensors as extra outputs and runs unoptimized on the CPU, so
-every Q/DQ pair stays in place (the simulated int8 values, equal to ORT's fused kernels up to rounding).
-TFLite: the interpreter keeps every intermediate tensor; int8 ones are dequantized with their own scale.
+The artifact's tensors come from its backend's intermediates hook (a registry row field): ONNX Runtime runs
+an unoptimized copy with every tensor as an output, LiteRT keeps every intermediate tensor.
 """
 
 from __future__ import annotations
@@ -26,14 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from ._lazy import lazy_import
-from ._quiet import quiet
 from .errors import DataError, ModelFileError
-from .parity import row_cosine
+from .metrics import row_cosine
 
 BATCH_SIZE = 16
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
-_GENERATED = re.compile(r"__\d+(:\d+)?$")
-_QDQ_SUFFIX = re.compile(r"(_QuantizeLinear_Output|_DequantizeLinear_Output|_QuantizeLinear_Input)(_\d+)?$")
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -100,13 +96,7 @@ def layer_errors(model, artifact_path: str | os.PathLike[str], images: np.ndarra
     layers = keras_layers(model)
     if not layers or not len(images):
         return {}
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        artifact = _open_onnx(path, layers, model)
-    elif suffix == ".tflite":
-        artifact = _open_tflite(path, layers, model)
-    else:
-        raise ModelFileError(f"{path}: layer-wise comparison reads .onnx or .tflite files, not {suffix or 'this'}")
+    artifact = _open(path, layers, model)
     fits = all(a in (None, m) for a, m in zip(artifact.input_shape, model_shape, strict=False))
     if not artifact.candidates or len(artifact.input_shape) != len(model_shape) or not fits:
         return {}
@@ -116,7 +106,7 @@ def layer_errors(model, artifact_path: str | os.PathLike[str], images: np.ndarra
 def _matching(model, path: Path):
     """The model cut before its softmax when the artifact outputs logits, so its last layer compares like with like."""
     from .artifact import read_metadata
-    from .parity import matching_reference
+    from .models.reference import matching_reference
 
     try:
         metadata = read_metadata(path)
@@ -166,127 +156,21 @@ def layer_of(tensor_name: str, layers: dict[str, int]) -> str | None:
     return best
 
 
-def _open_onnx(path: Path, layers: dict[str, int], model) -> _Artifact:
-    onnx = lazy_import("onnx", extra="export")
-    ort = lazy_import("onnxruntime", extra="onnxruntime")
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
-    graph = proto.graph
-    initializers = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ModelFileError(f"{path}: expected one image input, found {len(inputs)}")
-    live = {inputs[0].name}
+def _open(path: Path, layers: dict[str, int], model) -> _Artifact:
+    """The artifact through its backend's intermediates hook, its tensors grouped by the Keras layer they stand for."""
+    from .runtime import open_intermediates
+
+    opened = open_intermediates(path)
     candidates: dict[str, list[str]] = {}
-    for node in graph.node:
-        if not any(name in live for name in node.input):
-            continue
-        live.update(node.output)
-        if node.op_type == "QuantizeLinear":
-            continue
-        for tensor in node.output:
-            base = _QDQ_SUFFIX.sub("", tensor)
-            if _GENERATED.search(base):
-                continue
-            layer = layer_of(base, layers)
-            if layer is not None:
-                candidates.setdefault(layer, []).append(tensor)
-    graph_outputs = [o.name for o in graph.output]
-    output_layer = _output_layer(model)
-    if output_layer in layers and len(graph_outputs) == 1:
-        candidates[output_layer] = graph_outputs
-    wanted = {t for names in candidates.values() for t in names}
-    graph.output.extend(onnx.ValueInfoProto(name=t) for t in sorted(wanted - set(graph_outputs)))
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    try:
-        with quiet():
-            session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: onnxruntime cannot load it ({message[:200]})") from exc
-    (model_input,) = session.get_inputs()
-    names = [o.name for o in session.get_outputs() if o.name in wanted]
-    dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(model_input.type, np.float32)
-    batch_dim = model_input.shape[0] if model_input.shape else None
-
-    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-        values = session.run(names, {model_input.name: batch.astype(dtype)})
-        return {n: v for n, v in zip(names, values, strict=True) if np.issubdtype(np.asarray(v).dtype, np.floating)}
-
-    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in model_input.shape[1:])
-    return _Artifact(candidates, run, shape, batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None)
-
-
-def _open_tflite(path: Path, layers: dict[str, int], model) -> _Artifact:
-    from .preprocess import quantize
-    from .runtime.tflite import tensor_quantization
-
-    interpreter_module = lazy_import("ai_edge_litert.interpreter", extra="tflite")
-    try:
-        with quiet():
-            interpreter = interpreter_module.Interpreter(model_content=path.read_bytes(),
-                                                         experimental_preserve_all_tensors=True)
-            interpreter.allocate_tensors()
-            produced = {int(i) for op in interpreter._get_ops_details() for i in op["outputs"]}
-    except (ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]})") from exc
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    (model_input,) = interpreter.get_input_details()
-    outputs = interpreter.get_output_details()
-    candidates: dict[str, list[str]] = {}
-    for index in sorted(produced):
-        detail = details.get(index)
-        if detail is None or not _dequantizable(detail):
-            continue
-        layer = layer_of(detail["name"], layers)
+    for tensor, name in opened.tensors:
+        layer = layer_of(name, layers)
         if layer is not None:
-            candidates.setdefault(layer, []).append(str(index))
+            candidates.setdefault(layer, []).append(tensor)
     output_layer = _output_layer(model)
-    if output_layer in layers and len(outputs) == 1 and _dequantizable(outputs[0]):
-        candidates[output_layer] = [str(outputs[0]["index"])]
-    input_quantization = tensor_quantization(model_input)
-    input_dtype = np.dtype(model_input["dtype"])
-    state = {"batch": int(model_input["shape"][0])}
-
-    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-        if len(batch) != state["batch"]:
-            interpreter.resize_tensor_input(model_input["index"], list(batch.shape), strict=False)
-            interpreter.allocate_tensors()
-            state["batch"] = len(batch)
-        if np.issubdtype(input_dtype, np.integer) and input_quantization is not None:
-            feed = quantize(batch, input_quantization, input_dtype.name)
-        else:
-            feed = batch.astype(input_dtype)
-        interpreter.set_tensor(model_input["index"], feed)
-        interpreter.invoke()
-        wanted = {int(t) for names in candidates.values() for t in names}
-        return {str(i): _dequantized(interpreter.get_tensor(i), details[i]) for i in wanted}
-
-    signature = model_input.get("shape_signature")
-    dynamic = signature is not None and len(signature) and int(signature[0]) == -1
-    shape = tuple(int(d) for d in model_input["shape"][1:])
-    return _Artifact(candidates, run, shape, None if dynamic else int(model_input["shape"][0]))
-
-
-def _dequantizable(detail: dict) -> bool:
-    dtype = np.dtype(detail["dtype"])
-    if np.issubdtype(dtype, np.floating):
-        return True
-    scales = detail.get("quantization_parameters", {}).get("scales")
-    per_tensor = scales is None or len(scales) <= 1
-    return np.issubdtype(dtype, np.integer) and bool(detail["quantization"][0]) and per_tensor
-
-
-def _dequantized(values: np.ndarray, detail: dict) -> np.ndarray:
-    if np.issubdtype(values.dtype, np.floating):
-        return values.astype(np.float32, copy=False)
-    scale, zero_point = detail["quantization"]
-    return (values.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+    if output_layer in layers and opened.output is not None:
+        candidates[output_layer] = [opened.output]
+    wanted = sorted({t for names in candidates.values() for t in names})
+    return _Artifact(candidates, lambda batch: opened.run(batch, wanted), opened.input_shape, opened.fixed_batch)
 
 
 def _batches(images: np.ndarray, size: int) -> Iterator[np.ndarray]:

@@ -67,7 +67,7 @@ def trained_model(trained_model_path):
 
 @pytest.fixture(scope="session")
 def calibration_set(digits):
-    from calibration import CalibrationSet
+    from resnet_edge.calibration import CalibrationSet
 
     return CalibrationSet.from_dataset(digits, 200)
 
@@ -79,11 +79,11 @@ def artifacts(tmp_path_factory, trained_model_path, calibration_set) -> dict[str
 
     folder = tmp_path_factory.mktemp("artifacts")
     paths = {}
-    for name in (n for n, f in FORMATS.items() if not f.needs_gpu):
+    for name in (n for n, f in FORMATS.items() if f.runs_on_cpu):
         path = folder / f"model_{name.replace('-', '_')}{FORMATS[name].suffix}"
         export(trained_model_path, name, path, calibration=calibration_set, verify=False)
         paths[name] = path
-    path = folder / "model_onnx_int8_trt.onnx"
-    export(trained_model_path, "onnx-int8", path, calibration=calibration_set, verify=False, scheme="trt")
-    paths["onnx-int8-trt"] = path
+    path = folder / "model_onnx_int8_s8s8.onnx"
+    export(trained_model_path, "onnx-int8", path, calibration=calibration_set, verify=False, scheme="s8s8")
+    paths["onnx-int8-s8s8"] = path
     return paths

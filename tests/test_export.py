@@ -10,20 +10,19 @@ from resnet_edge.export import FORMATS, export, resolve_format
 from resnet_edge.metadata import ModelMetadata
 from resnet_edge.parity import TOLERANCES, compare_outputs
 
-CPU_FORMATS = tuple(name for name, fmt in FORMATS.items() if not fmt.needs_gpu)
-ALL_CPU = (*CPU_FORMATS, "onnx-int8-trt")
+CPU_FORMATS = tuple(name for name, fmt in FORMATS.items() if fmt.runs_on_cpu)
+ALL_CPU = (*CPU_FORMATS, "onnx-int8-s8s8")
 
 
-def plain_runtime_outputs(path, images: np.ndarray) -> tuple[np.ndarray, ModelMetadata | None]:
-    """Run an artifact with the runtime's own API only (no resnet_edge runtime code)."""
-    from resnet_edge import artifact
+def _plain_onnxruntime(path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime
 
-    if path.suffix == ".onnx":
-        import onnxruntime
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (model_input,) = session.get_inputs()
+    return session.run(None, {model_input.name: images.astype(np.float32)})[0]
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (model_input,) = session.get_inputs()
-        return session.run(None, {model_input.name: images.astype(np.float32)})[0], artifact.read_onnx(path)
+
+def _plain_tflite(path, images: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
@@ -41,7 +40,31 @@ def plain_runtime_outputs(path, images: np.ndarray) -> tuple[np.ndarray, ModelMe
     if output["dtype"] != np.float32:
         out_scale, out_zero = output["quantization"]
         result = (result - out_zero) * out_scale
-    return result, artifact.read_tflite(path)
+    return result
+
+
+def _plain_openvino(path, images: np.ndarray) -> np.ndarray:
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(str(path))
+    model.reshape([-1, *images.shape[1:]])
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return compiled(images.astype(np.float32))[0]
+
+
+PLAIN_RUNTIMES = {"onnxruntime": _plain_onnxruntime, "tflite": _plain_tflite, "openvino": _plain_openvino}
+
+
+def plain_runtime_outputs(path, images: np.ndarray, fmt: str) -> tuple[np.ndarray, ModelMetadata | None]:
+    """Run an artifact with the runtime's own API only (no resnet_edge runtime code)."""
+    from resnet_edge.artifact import read_metadata
+
+    return PLAIN_RUNTIMES[FORMATS[fmt].backend](path, images), read_metadata(path)
+
+
+def test_every_cpu_backend_has_a_plain_runtime_check() -> None:
+    assert {FORMATS[name].backend for name in CPU_FORMATS} <= set(PLAIN_RUNTIMES)
 
 
 @pytest.mark.parametrize("name", ALL_CPU)
@@ -49,11 +72,11 @@ def test_artifact_matches_keras_with_plain_runtime(name, artifacts, trained_mode
     from resnet_edge.models.resnet import logits_model
 
     held_out = calibration_set.holdout.sample(400, seed=5)
-    precision = FORMATS[name.removesuffix("-trt")].precision
+    precision = FORMATS[name.removesuffix("-s8s8")].precision
     logits = precision == "int8"  # int8 artifacts end in logits; the softmax runs in float on the host
     reference_model = logits_model(trained_model) if logits else trained_model
     reference = reference_model.predict(held_out.images.astype(np.float32), verbose=0)
-    outputs, metadata = plain_runtime_outputs(artifacts[name], held_out.images)
+    outputs, metadata = plain_runtime_outputs(artifacts[name], held_out.images, name.removesuffix("-s8s8"))
     report = compare_outputs([reference], [outputs], precision, held_out.labels, name, logits=logits)
     assert report, report.line()
     if precision == "int8":
@@ -87,7 +110,7 @@ def test_trt_scheme_is_symmetric_int8(artifacts) -> None:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(artifacts["onnx-int8-trt"]))
+    model = onnx.load(str(artifacts["onnx-int8-s8s8"]))
     initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     zero_points = [initializers[n.input[2]] for n in model.graph.node
                    if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in initializers]
@@ -128,7 +151,7 @@ def test_exports_are_reproducible(name, tmp_path, trained_model_path, calibratio
 def test_histogram_calibration_methods_export_with_the_default_300_images(method, tmp_path, trained_model_path,
                                                                          digits) -> None:
     """300 is not a multiple of the batch: ONNX Runtime's histogram calibrators failed on the short last one."""
-    from calibration import CalibrationSet
+    from resnet_edge.calibration import CalibrationSet
 
     calibration = CalibrationSet.from_dataset(digits, 300)
     result = export(trained_model_path, "onnx-int8", tmp_path / "m.onnx", calibration=calibration,
@@ -201,10 +224,10 @@ def test_interrupted_export_leaves_no_file(tmp_path, trained_model_path, monkeyp
     [
         ("onx", {}, "did you mean onnx"),
         ("tflite", {"precision": "fp16"}, "--precision does not apply to tflite"),
-        ("onnx", {"scheme": "trt"}, "options for onnx: --opset"),
+        ("onnx", {"scheme": "s8s8"}, "options for onnx: --opset"),
         ("onnx-int8", {}, "needs calibration data"),
         ("tflite-int8", {}, "--calib-data"),
-        ("onnx", {"opset": 21}, "opset must be between 13 and 18"),
+        ("onnx", {"opset": 21}, "--opset must be one of 13, 14, 15, 16, 17, 18, not 21"),
     ],
 )
 def test_bad_export_requests(fmt, options, message, tmp_path, trained_model_path) -> None:

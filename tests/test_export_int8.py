@@ -12,12 +12,12 @@ from resnet_edge.runtime import load
 pytestmark = pytest.mark.slow
 
 # (format, options, suffix): every int8 path, including the Q/DQ ONNX that TensorRT int8 is built from
-INT8 = {"onnx-int8": ({}, ".onnx"), "onnx-int8-trt": ({"scheme": "trt"}, ".onnx"), "tflite-int8": ({}, ".tflite")}
+INT8 = {"onnx-int8": ({}, ".onnx"), "onnx-int8-s8s8": ({"scheme": "s8s8"}, ".onnx"), "tflite-int8": ({}, ".tflite")}
 
 
 def _export(model, name: str, path_stem, calibration, **extra):
     options, suffix = INT8[name]
-    return export(model, name.removesuffix("-trt"), path_stem.with_suffix(suffix), calibration=calibration,
+    return export(model, name.removesuffix("-s8s8"), path_stem.with_suffix(suffix), calibration=calibration,
                   **options, **extra)
 
 

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from resnet_edge.errors import DataError, ModelFileError
+from resnet_edge.registry import BACKENDS
+from resnet_edge.registry import FORMATS as TABLE
 
 pytestmark = pytest.mark.slow
 
-FORMATS = {"onnx-int8": ".onnx", "tflite-int8": ".tflite"}
+# every int8 format whose backend can expose intermediate tensors
+FORMATS = {name: f.suffix for name, f in TABLE.items() if f.calibrated and BACKENDS[f.backend].intermediates}
 DAMAGED = "conv3_block1_2_conv"
 
 
@@ -34,7 +37,7 @@ def float_model(digits):
 
 @pytest.fixture(scope="module")
 def int8_artifacts(float_model, tmp_path_factory):
-    from calibration.dataset import CalibrationSet
+    from resnet_edge.calibration.dataset import CalibrationSet
     from resnet_edge.export import export
 
     folder = tmp_path_factory.mktemp("layerwise")

@@ -52,7 +52,7 @@ def test_cli_help_does_not_load_tensorflow() -> None:
     assert "export" in result.stdout and "predict" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["build", "train", "info", "export", "predict", "parity", "benchmark"])
+@pytest.mark.parametrize("command", ["build", "train", "info", "export", "predict", "parity", "benchmark", "optimize"])
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "resnet_edge.cli", command, "--help"], capture_output=True,
                             text=True, timeout=60)

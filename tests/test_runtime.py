@@ -13,10 +13,10 @@ from PIL import Image
 
 from resnet_edge.errors import DataError, DeviceError, InvalidArgumentError, ModelFileError
 from resnet_edge.parity import compare
+from resnet_edge.registry import FORMATS
 from resnet_edge.runtime import load
 
-BACKEND_OF = {"keras": "keras", "onnx": "onnxruntime", "onnx-fp16": "onnxruntime", "onnx-int8": "onnxruntime",
-              "tflite": "tflite", "tflite-fp16": "tflite", "tflite-int8": "tflite"}
+BACKEND_OF = {"keras": "keras", **{name: fmt.backend for name, fmt in FORMATS.items() if fmt.runs_on_cpu}}
 
 
 @pytest.fixture(scope="module")

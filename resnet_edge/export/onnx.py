@@ -13,9 +13,10 @@ from .. import artifact
 from .._lazy import import_tensorflow, lazy_import
 from .._memo import KeepLast
 from .._quiet import quiet
-from ..errors import ExportError, InvalidArgumentError
+from ..errors import ExportError, InvalidArgumentError, first_line
 from ..metadata import ModelMetadata, tool_versions
-from . import ExportJob, model_digest
+from ..models.reference import model_digest
+from . import ExportJob
 
 OPSETS = range(13, 19)
 INPUT_NAME = "input"
@@ -218,7 +219,7 @@ def save_onnx(proto, metadata: ModelMetadata, path: Path) -> ModelMetadata:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported ONNX model is invalid: {str(exc).splitlines()[0][:200]}") from exc
+        raise ExportError(f"the exported ONNX model is invalid: {first_line(exc, 200)}") from exc
     onnx.save(proto, str(path))
     return metadata
 

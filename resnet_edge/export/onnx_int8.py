@@ -4,8 +4,8 @@ A classifier's final softmax is left out of the graph (it ends in float logits a
 Predictor applies the softmax) unless ``int8_softmax``; ``float_layers`` names Keras layers whose nodes
 stay unquantized (the accuracy-budget fallback).
 
-``scheme="cpu"``: uint8 activations + int8 weights (U8S8), the combination ONNX Runtime fuses on x86.
-``scheme="trt"``: symmetric int8 activations and weights, zero-points 0, float biases: what TensorRT's
+``scheme="u8s8"``: uint8 activations + int8 weights (U8S8), the combination ONNX Runtime fuses on x86.
+``scheme="s8s8"``: symmetric int8 activations and weights, zero-points 0, float biases: what TensorRT's
 explicit quantization takes, so the Q/DQ file is also the TensorRT int8 calibration cache.
 """
 
@@ -21,7 +21,7 @@ from ..metadata import ModelMetadata, tool_versions
 from . import ExportJob, calibration_extra, ends_in_logits
 from .onnx import INPUT_NAME, ONNX_TOOLS, save_onnx, to_logits_proto, to_onnx_proto
 
-SCHEMES = ("cpu", "trt")
+SCHEMES = ("u8s8", "s8s8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -32,12 +32,12 @@ def quantize_onnx(source: Path, target: Path, job: ExportJob, scheme: str, metho
     quantization = lazy_import("onnxruntime.quantization", extra="onnxruntime")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from calibration.onnxrt import write_calibration_cache
+    from ..calibration.onnxrt import write_calibration_cache
 
     methods = {"minmax": quantization.CalibrationMethod.MinMax,
                "entropy": quantization.CalibrationMethod.Entropy,
                "percentile": quantization.CalibrationMethod.Percentile}
-    symmetric = scheme == "trt"
+    symmetric = scheme == "s8s8"
     prepared, cache = source.with_name("prepared.onnx"), source.with_name("calibration.json")
     try:
         with quiet():

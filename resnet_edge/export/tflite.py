@@ -28,7 +28,7 @@ def make_converter(model, precision: str, calibration=None, io_type: str = "int8
     ``quantize`` finishes what ``convert()`` would have done.
     """
     tf = import_tensorflow()
-    from calibration.tflite import representative_dataset
+    from ..calibration.tflite import representative_dataset
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if precision == "fp16":
@@ -76,8 +76,7 @@ def ops_of_layers(flatbuffer: bytes, model, float_layers: tuple[str, ...]) -> li
 
 
 def convert(job: ExportJob) -> ModelMetadata:
-    from calibration.tflite import record_ranges
-
+    from ..calibration.tflite import record_ranges
     from ..models.resnet import logits_model
 
     precision = job.format.precision

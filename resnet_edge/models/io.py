@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import artifact
 from ..atomic import atomic_path
-from ..errors import InvalidArgumentError, ModelFileError
+from ..errors import InvalidArgumentError, ModelFileError, first_line
 from ..metadata import ModelMetadata, check_policy, tool_versions
 from .resnet import keras, output_activation_of, preprocessing_of
 
@@ -66,5 +66,5 @@ def load_model(path: str | os.PathLike[str]) -> tuple[object, ModelMetadata]:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:
         raise ModelFileError(f"{path}: cannot load Keras model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+                             f"{first_line(str(exc), 200)})") from exc
     return model, metadata or describe(model)

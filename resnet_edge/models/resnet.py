@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._lazy import import_keras
-from ..errors import InvalidArgumentError, ModelFileError
+from ..errors import InvalidArgumentError, ModelFileError, first_line
 
 keras = import_keras()
 layers = keras.layers
@@ -273,8 +273,7 @@ def load_weights(model, path: str | os.PathLike[str], skip_mismatch: bool = Fals
         else:
             raise ModelFileError(f"{path}: weights must be a .h5 or .weights.h5 file")
     except (ValueError, KeyError, OSError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path}: weights do not match {model.name}: {first[:300]}") from exc
+        raise ModelFileError(f"{path}: weights do not match {model.name}: {first_line(exc)}") from exc
 
 
 def count_macs(model) -> int:

@@ -7,7 +7,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,22 +21,20 @@ from ..errors import DataError, InvalidArgumentError
 from ..metadata import ModelMetadata
 from ..preprocess import InputSpec, cast_batch, fit_image, is_image_file, load_image, prepare_images
 
-DEVICES = ("auto", "cpu", "cuda", "trt", "jetson")
-
 
 class Backend(ABC):
     """A model loaded in one runtime on one device: NHWC batch of the input dtype in, float outputs out.
 
-    Subclasses set ``name`` and ``devices`` (in order of preference for ``device="auto"``) and
-    implement ``_open``/``run``; ``thread_safe=False`` makes the Predictor serialise calls.
+    Subclasses set ``name`` and implement ``__init__``/``run``/``native``; the devices a backend runs on
+    are in its registry row. ``thread_safe=False`` makes the Predictor serialise calls.
     """
 
     name: ClassVar[str]
-    devices: ClassVar[tuple[str, ...]]
     thread_safe: ClassVar[bool] = True
 
     def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
         self.path, self.device, self.threads = path, device, threads
+        self.inference_precision: str | None = None  # what the runtime reports computing in, where it says
         self.metadata: ModelMetadata | None = None
         self.input_spec: InputSpec = InputSpec(0, 0)
         self.output_names: list[str] = []
@@ -44,14 +42,41 @@ class Backend(ABC):
     @classmethod
     def available_devices(cls) -> tuple[str, ...]:
         """Devices this backend can use on this machine, cheapest check first."""
-        return ("cpu",) if "cpu" in cls.devices else ()
+        return ("cpu",)
+
+    @classmethod
+    def for_device(cls, device: str) -> type[Backend]:
+        """The class that runs on ``device`` (TensorRT on a Jetson is a subclass with DLA and zero-copy)."""
+        return cls
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run one batch already in the input tensor's dtype; outputs dequantized to float32."""
 
+    def native(self) -> Any:
+        """The runtime's own handle (Keras model, ORT session, LiteRT interpreter, OpenVINO compiled model,
+        TensorRT execution context): the one escape hatch for what the Predictor does not offer."""
+        raise InvalidArgumentError(f"the {self.name} backend offers no native handle")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release runtime resources."""
+
+
+@dataclass
+class Intermediates:
+    """An artifact opened with its intermediate tensors readable, for the layer-wise diagnosis.
+
+    ``tensors`` are ``(id, name)`` pairs in execution order, floats or dequantizable integers only, with
+    names cleaned of the runtime's own decorations (Q/DQ suffixes) so they carry the Keras layer names;
+    ``output`` is the id of the only model output (None when it cannot be read); ``run(batch, ids)``
+    takes float pixels 0-255 and returns float32 values.
+    """
+
+    tensors: list[tuple[str, str]]
+    output: str | None
+    input_shape: tuple[int | None, ...]
+    fixed_batch: int | None
+    run: Callable[[np.ndarray, Sequence[str]], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -151,6 +176,10 @@ class Predictor:
     @property
     def path(self) -> Path:
         return self.backend.path
+
+    def native(self) -> Any:
+        """The backend's own runtime handle (see ``Backend.native``)."""
+        return self.backend.native()
 
     @property
     def labels(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,6 @@ from .base import Backend
 
 class KerasBackend(Backend):
     name = "keras"
-    devices = ("cuda", "cpu")
 
     @classmethod
     def available_devices(cls) -> tuple[str, ...]:
@@ -52,3 +52,7 @@ class KerasBackend(Backend):
         tf = import_tensorflow()
         with tf.device(self._device):
             return [np.asarray(o) for o in self._forward(batch)]
+
+    def native(self) -> Any:
+        """The ``keras.Model``."""
+        return self.model

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .. import artifact
 from .._lazy import lazy_import
-from ..errors import DeviceError, ModelFileError
+from .._quiet import quiet
+from ..errors import DeviceError, ModelFileError, first_line
 from ..preprocess import InputSpec
-from .base import Backend
+from .base import Backend, Intermediates
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt-ep": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
 
@@ -26,7 +30,6 @@ def _ort():
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    devices = ("trt", "cuda", "cpu")
 
     @classmethod
     def available_devices(cls) -> tuple[str, ...]:
@@ -45,15 +48,15 @@ class OnnxRuntimeBackend(Backend):
         if wanted[0] not in ort.get_available_providers():
             raise DeviceError(
                 f"this onnxruntime has no {wanted[0]} (for {device}, install resnet-edge[gpu] with CUDA/cuDNN"
-                f"{' and TensorRT' if device == 'trt' else ''})"
+                f"{' and TensorRT' if device == 'tensorrt-ep' else ''})"
             )
         try:
             self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = first_line(exc, 200)
             if device == "cpu" or "provider" not in message.lower():
-                raise ModelFileError(f"{path}: onnxruntime cannot load it ({message[:200]})") from exc
-            raise DeviceError(f"onnxruntime cannot use {device}: {message[:200]}") from exc
+                raise ModelFileError(f"{path}: onnxruntime cannot load it ({message})") from exc
+            raise DeviceError(f"onnxruntime cannot use {device}: {message}") from exc
         active = self.session.get_providers()
         if active[0] != wanted[0]:
             raise DeviceError(
@@ -79,3 +82,62 @@ class OnnxRuntimeBackend(Backend):
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs = self.session.run(self.output_names, {self.input_name: batch})
         return [np.asarray(o, dtype=np.float32) for o in outputs]
+
+    def native(self) -> Any:
+        """The ``onnxruntime.InferenceSession``."""
+        return self.session
+
+
+_QDQ_SUFFIX = re.compile(r"(_QuantizeLinear_Output|_DequantizeLinear_Output|_QuantizeLinear_Input)(_\d+)?$")
+_GENERATED = re.compile(r"__\d+(:\d+)?$")  # tf2onnx's helper tensors (a layer's input in another layout)
+
+
+def intermediates(path: Path) -> Intermediates:
+    """Every float tensor downstream of the input as an extra output of an unoptimized CPU session.
+
+    Unoptimized, so each Q/DQ pair stays in place: the simulated int8 values, equal to ORT's fused
+    kernels up to rounding.
+    """
+    onnx = lazy_import("onnx", extra="export")
+    ort = _ort()
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+    graph = proto.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelFileError(f"{path}: expected one image input, found {len(inputs)}")
+    live = {inputs[0].name}
+    tensors: list[tuple[str, str]] = []
+    for node in graph.node:
+        if not any(name in live for name in node.input):
+            continue
+        live.update(node.output)
+        if node.op_type != "QuantizeLinear":
+            tensors += [(t, _QDQ_SUFFIX.sub("", t)) for t in node.output if not _GENERATED.search(_QDQ_SUFFIX.sub("", t))]
+    graph_outputs = [o.name for o in graph.output]
+    graph.output.extend(onnx.ValueInfoProto(name=t) for t, _ in tensors if t not in graph_outputs)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        with quiet():
+            session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelFileError(f"{path}: onnxruntime cannot load it ({first_line(exc, 200)})") from exc
+    (model_input,) = session.get_inputs()
+    dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(model_input.type, np.float32)
+    floating = {o.name for o in session.get_outputs() if o.type in ("tensor(float)", "tensor(float16)", "tensor(double)")}
+
+    def run(batch: np.ndarray, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        wanted = [i for i in ids if i in floating]
+        values = session.run(wanted, {model_input.name: batch.astype(dtype)})
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(wanted, values, strict=True)}
+
+    batch_dim = model_input.shape[0] if model_input.shape else None
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in model_input.shape[1:])
+    output = graph_outputs[0] if len(graph_outputs) == 1 else None
+    return Intermediates([t for t in tensors if t[0] in floating], output, shape,
+                         batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None, run)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .. import artifact
 from .._lazy import lazy_import
 from .._quiet import quiet
-from ..errors import ModelFileError
+from ..cpu import usable_cores
+from ..errors import ModelFileError, first_line
 from ..metadata import Quantization
-from ..preprocess import InputSpec, dequantize
-from .base import Backend, usable_cores
+from ..preprocess import InputSpec, cast_batch, dequantize
+from .base import Backend, Intermediates
 
 
 def tensor_quantization(detail: dict) -> Quantization | None:
@@ -22,8 +25,8 @@ def tensor_quantization(detail: dict) -> Quantization | None:
 
 class TFLiteBackend(Backend):
     name = "tflite"
-    devices = ("cpu",)
     thread_safe = False
+    keep_intermediates: ClassVar[bool] = False
 
     def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
         super().__init__(path, device, threads)
@@ -32,11 +35,12 @@ class TFLiteBackend(Backend):
         self.metadata = artifact.read_tflite_bytes(content, str(path))
         try:
             with quiet():
-                self.interpreter = interpreter_module.Interpreter(model_content=content,
-                                                                   num_threads=threads or usable_cores())
+                self.interpreter = interpreter_module.Interpreter(
+                    model_content=content, num_threads=threads or usable_cores(),
+                    experimental_preserve_all_tensors=self.keep_intermediates)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"{path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]})") from exc
+            raise ModelFileError(f"{path}: LiteRT cannot load it ({first_line(exc, 200)})") from exc
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][-1] != 3:
             raise ModelFileError(f"{path}: expected one NHWC image input, found {[list(i['shape']) for i in inputs]}")
@@ -56,3 +60,41 @@ class TFLiteBackend(Backend):
         self.interpreter.set_tensor(self.input_index, batch)
         self.interpreter.invoke()
         return [dequantize(self.interpreter.get_tensor(index), q) for index, q in self.outputs]
+
+    def native(self) -> Any:
+        """The LiteRT ``Interpreter``."""
+        return self.interpreter
+
+
+class _KeepingTensors(TFLiteBackend):
+    keep_intermediates = True
+
+
+def _readable(detail: dict) -> bool:
+    """Floats, or integers with one scale (per-channel ones are weights, not activations)."""
+    dtype = np.dtype(detail["dtype"])
+    scales = detail.get("quantization_parameters", {}).get("scales")
+    per_tensor = scales is None or len(scales) <= 1
+    return bool(np.issubdtype(dtype, np.floating)
+                or (np.issubdtype(dtype, np.integer) and detail["quantization"][0] and per_tensor))
+
+
+def intermediates(path: Path) -> Intermediates:
+    """The interpreter keeps every intermediate tensor; integer ones are dequantized with their own scale."""
+    backend = _KeepingTensors(path, "cpu")
+    interpreter = backend.interpreter
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    produced = sorted({int(i) for op in interpreter._get_ops_details() for i in op["outputs"]})
+    tensors = [(str(i), details[i]["name"]) for i in produced if i in details and _readable(details[i])]
+    outputs = interpreter.get_output_details()
+    output = str(outputs[0]["index"]) if len(outputs) == 1 and _readable(outputs[0]) else None
+
+    def run(batch: np.ndarray, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        backend.run(cast_batch(batch, backend.input_spec))
+        return {i: dequantize(interpreter.get_tensor(int(i)), tensor_quantization(details[int(i)])) for i in ids}
+
+    (model_input,) = interpreter.get_input_details()
+    signature = model_input.get("shape_signature")
+    dynamic = signature is not None and len(signature) and int(signature[0]) == -1
+    return Intermediates(tensors, output, tuple(int(d) for d in model_input["shape"][1:]),
+                         None if dynamic else int(model_input["shape"][0]), run)
