@@ -18,7 +18,8 @@ import psutil
 
 from ._lazy import lazy_import
 from .atomic import atomic_path
-from .benchmark import COLUMNS, FormatRow, rows_to_dict, usable_cores
+from .benchmark import COLUMNS, FormatRow, rows_to_dict
+from .cpu import usable_cores
 from .errors import MissingDependencyError
 from .metadata import tool_versions
 
@@ -90,6 +91,8 @@ def _cell(key: str, value: Any) -> str:
 
 
 def _fact(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_fact(v)}" for k, v in value.items()) or "none"
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value) or "none"
     return str(value)
@@ -102,8 +105,8 @@ def _csv_value(row: Mapping[str, Any], key: str) -> Any:
 
 
 def _write_json(path: Path, title: str, rows: list[dict[str, Any]], machine: Mapping[str, Any],
-                command: str | None) -> None:
-    document = {"title": title, "command": command, "machine": dict(machine), "rows": rows}
+                command: str | None, extra: Mapping[str, Any] | None = None) -> None:
+    document = {"title": title, "command": command, "machine": dict(machine), **(extra or {}), "rows": rows}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
@@ -126,15 +129,16 @@ def markdown_table(rows: Sequence[Row]) -> str:
 
 
 def _markdown(title: str, rows: list[dict[str, Any]], machine: Mapping[str, Any], command: str | None,
-              chart: str | None) -> str:
+              chart: str | None, extra: Mapping[str, Any] | None = None) -> str:
     versions = machine.get("versions") or {}
     facts = [f"- **{key.replace('_', ' ')}**: {_fact(value)}" for key, value in machine.items() if key != "versions"]
     facts += [f"- **{name}** {version}" for name, version in versions.items()]
     batch = rows[0].get("batch_size", 1) if rows else 1
     threads = rows[0].get("threads") if rows else None
     setup = f"Batch size {batch}" + (f", {threads} thread(s) per runtime" if threads else "")
-    parts = [f"# {title}", "", f"{setup}; speed-up is the Keras p50 over the format's p50.", "",
-             markdown_table(rows), ""]
+    parts = [f"# {title}", "", f"{setup}; speed-up is the Keras p50 over the format's p50.", ""]
+    parts += [f"- **{key.replace('_', ' ')}**: {_fact(value)}" for key, value in (extra or {}).items()]
+    parts += ["", markdown_table(rows), ""] if extra else [markdown_table(rows), ""]
     if chart:
         parts += [f"![latency and size per format]({chart})", ""]
     parts += ["## Machine", "", *facts, ""]
@@ -179,12 +183,17 @@ def write_reports(
     title: str,
     machine: Mapping[str, Any],
     command: str | None = None,
+    stem: str = "benchmark",
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``benchmark.json/.csv/.md/.png`` into ``out_dir`` atomically; returns their paths by kind."""
+    """Write ``<stem>.json/.csv/.md/.png`` into ``out_dir`` atomically; returns their paths by kind.
+
+    ``extra`` facts (what ``optimize`` chose and why) head the JSON document and the Markdown page.
+    """
     out_dir = Path(out_dir)
     table = _as_dicts(rows)
-    paths = {kind: out_dir / f"benchmark.{kind}" for kind in ("json", "csv", "md", "png")}
-    _write_json(paths["json"], title, table, machine, command)
+    paths = {kind: out_dir / f"{stem}.{kind}" for kind in ("json", "csv", "md", "png")}
+    _write_json(paths["json"], title, table, machine, command, extra)
     _write_csv(paths["csv"], table)
     try:
         _write_png(paths["png"], title, table)
@@ -192,7 +201,7 @@ def write_reports(
         warnings.warn(f"no chart written: {exc}", stacklevel=2)
         paths.pop("png")
     with atomic_path(paths["md"]) as tmp:
-        tmp.write_text(_markdown(title, table, machine, command, paths["png"].name))
+        tmp.write_text(_markdown(title, table, machine, command, paths.get("png", Path()).name or None, extra))
     return paths
 
 
@@ -207,7 +216,8 @@ def format_table(rows: Sequence[Row]) -> Any:
                          overflow="fold")
     for row in _as_dicts(rows):
         status = str(row.get("status", ""))
-        style = None if status == "ok" else "dim" if status.startswith("skipped") else "red"
+        style = ("bold green" if status == "chosen" else None if status == "ok"
+                 else "dim" if status.startswith(("skipped", "over budget")) else "red")
         table.add_row(*(_cell(key, row.get(key)) for _, key in COLUMNS), style=style)
     return table
 

@@ -7,17 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_edge.benchmark import (
-    NOISY_CV,
-    TRT_SKIPPED,
-    FormatRow,
-    benchmark_artifact,
-    measure,
-    parse_frame,
-    rows_to_dict,
-    run_all,
-)
+from resnet_edge.benchmark import TRT_SKIPPED, FormatRow, rows_to_dict, run_all
 from resnet_edge.errors import InvalidArgumentError
+from resnet_edge.latency import NOISY_CV, benchmark_artifact, measure, parse_frame
 from resnet_edge.preprocess import InputSpec
 from resnet_edge.runtime.base import Backend, Predictor
 
