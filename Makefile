@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO := out/demo
-FORMATS := onnx,onnx-fp16,onnx-int8,tflite,tflite-fp16,tflite-int8
+FORMATS := onnx,onnx-fp16,onnx-int8,tflite,tflite-fp16,tflite-int8,openvino,openvino-int8
 
 .PHONY: install demo test test-fast bench lint clean
 
@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/resnet-edge export $(DEMO)/resnet18_digits.keras --format $(FORMATS) --calib-data digits --out $(DEMO)
 	$(BIN)/python tools/digits_samples.py $(DEMO)/samples --count 8
 	$(BIN)/resnet-edge predict $(DEMO)/resnet18_digits_int8.tflite $(DEMO)/samples --top-k 3
-	$(BIN)/resnet-edge benchmark $(DEMO)/resnet18_digits.keras --all --formats $(FORMATS) --out $(DEMO)/benchmark
+	$(BIN)/resnet-edge optimize $(DEMO)/resnet18_digits.keras --formats $(FORMATS) --max-drop 1 --out $(DEMO)/optimized
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -37,6 +37,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

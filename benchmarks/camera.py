@@ -50,12 +50,15 @@ def raw_call(predictor, frame: np.ndarray) -> Callable[[], list]:
     from resnet_edge.preprocess import cast_batch
 
     batch = cast_batch(frame[None], predictor.input_spec)
-    backend = predictor.backend
-    if backend.name == "onnxruntime":
-        session, feed = backend.session, {backend.input_name: batch}
-        return lambda: session.run(None, feed)
-    interpreter, index = backend.interpreter, backend.input_index
-    outputs = [i for i, _ in backend.outputs]
+    handle = predictor.native()  # the documented escape hatch: the runtime's own object
+    if predictor.backend.name == "onnxruntime":
+        feed = {handle.get_inputs()[0].name: batch}
+        return lambda: handle.run(None, feed)
+    if predictor.backend.name == "openvino":
+        request = handle.create_infer_request()
+        return lambda: request.infer([batch])
+    interpreter, index = handle, handle.get_input_details()[0]["index"]
+    outputs = [o["index"] for o in handle.get_output_details()]
 
     def invoke() -> list:
         interpreter.set_tensor(index, batch)

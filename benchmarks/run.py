@@ -23,11 +23,12 @@ from resnet_edge.atomic import atomic_path
 from resnet_edge.benchmark import FormatRow, run_all
 from resnet_edge.report import format_table, machine_description, write_reports
 
-RESNET50_FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
+RESNET50_FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8", "openvino", "openvino-int8")
 RESNET50_EXPORT_TIMED = ("onnx", "onnx-int8", "tflite-int8")
 RUNTIME_NAMES = {"keras": "Keras (tf.function)", "onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8",
                  "onnx-fp16": "ONNX Runtime fp16", "tflite": "TFLite fp32", "tflite-fp16": "TFLite fp16",
-                 "tflite-int8": "TFLite int8"}
+                 "tflite-int8": "TFLite int8", "openvino": "OpenVINO f32", "openvino (bf16)": "OpenVINO bf16",
+                 "openvino-int8": "OpenVINO int8"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict
         save_model(model, model_path)
     rows = run_all(model_path, out / "artifacts" / "resnet50_224", formats=RESNET50_FORMATS, data="photos",
                    batch_size=1, min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
-                   parity_count=settings.photo_parity_count, progress=say)
+                   parity_count=settings.photo_parity_count, progress=say, variants=True)
     summary = ratios(rows)
     summary["export_s_onnx_onnx_int8_tflite_int8"] = sum(
         r.export_s or 0.0 for r in rows if r.format in RESNET50_EXPORT_TIMED
@@ -178,7 +179,7 @@ def camera(rows: list[FormatRow], out: Path, settings: Settings) -> dict[str, An
 def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[str, Any]:
     """The same tflite-int8 export with the softmax kept in the integer graph (``--int8-softmax``): what the
     logits-out default avoids, measured on the same photos."""
-    from calibration import CalibrationSet
+    from resnet_edge.calibration import CalibrationSet
     from resnet_edge.export import export, load_source
     from resnet_edge.parity import verify_artifact
 
