@@ -21,7 +21,7 @@ from rich.table import Table
 
 from .errors import InvalidArgumentError, ResnetEdgeError
 from .metadata import RESIZE_DESCRIPTIONS, RESIZE_POLICIES, check_policy
-from .registry import DEVICE_HELP, FORMATS, Option, known_suffixes, resolve_format
+from .registry import BACKENDS, DEVICE_HELP, FORMATS, Option, known_suffixes, resolve_format
 
 app = typer.Typer(
     name="resnet-edge",
@@ -40,6 +40,8 @@ RESIZE_HELP = (f"How frames of another shape reach the input size ({', '.join(RE
 ResizeOption = Annotated[str, typer.Option(help=RESIZE_HELP)]
 DEVICE_TEXT = "auto (the first that works), " + ", ".join(f"{name} ({text})" for name, text in DEVICE_HELP.items()) + "."
 DeviceOption = Annotated[str, typer.Option(help=DEVICE_TEXT)]
+BackendOption = Annotated[str | None, typer.Option(help=f"Run with this backend instead of the one the suffix names "
+                                                        f"({', '.join(BACKENDS)}; e.g. an .onnx with openvino).")]
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -378,6 +380,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help=f"Any artifact: {', '.join(known_suffixes())}.")],
     inputs: Annotated[list[str] | None, typer.Argument(help="Images, folders or globs.")] = None,
     device: DeviceOption = "auto",
+    backend: BackendOption = None,
     top_k: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="Runtime CPU threads.")] = None,
@@ -399,7 +402,7 @@ def predict(
         raise InvalidArgumentError("give images, folders or globs to label, or --source VIDEO|CAMERA")
     if as_json and as_csv:
         raise InvalidArgumentError("--json and --csv cannot be combined")
-    with load(model, device=device, threads=threads) as predictor:
+    with load(model, device=device, backend=backend, threads=threads) as predictor:
         if not (as_json or as_csv):
             say(f"{model.name}: {predictor.backend.name} on {predictor.device}")
         if source is not None:
@@ -546,6 +549,7 @@ def benchmark(
     formats: Annotated[str | None, typer.Option(help="With --all: comma-separated formats (default: all).")] = None,
     data: Annotated[str, typer.Option(help="With --all: calibration/parity images (digits, folder, .npy).")] = "digits",
     device: DeviceOption = "auto",
+    backend: BackendOption = None,
     batch_size: Annotated[str, typer.Option(help="Batch sizes, comma-separated (e.g. 1,8).")] = "1",
     threads: Annotated[int | None, typer.Option(min=1, help="Runtime threads (default: every usable core).")] = None,
     warmup: Annotated[int, typer.Option(min=0)] = 10,
@@ -572,7 +576,7 @@ def benchmark(
         if formats is not None:
             raise InvalidArgumentError("--formats applies only with --all")
         results = benchmark_artifact(path, device=device, batch_sizes=sizes, threads=threads, warmup=warmup,
-                                     min_time_s=min_time_s, end_to_end=end_to_end, frame=frame_size)
+                                     min_time_s=min_time_s, end_to_end=end_to_end, frame=frame_size, backend=backend)
         if as_json:
             print_json([r.to_dict() for r in results])
             return
@@ -597,6 +601,8 @@ def benchmark(
         raise InvalidArgumentError(f"{path}: --all needs the Keras model (.keras/.h5) to export from")
     if len(sizes) != 1:
         raise InvalidArgumentError("--all measures one batch size at a time")
+    if backend is not None:
+        raise InvalidArgumentError("--backend applies to one artifact, not --all (each format has its own backend)")
     if frame_size is not None:
         raise InvalidArgumentError("--frame applies to one artifact, not --all")
     chosen = None if formats is None else [f.strip() for f in formats.split(",") if f.strip()]

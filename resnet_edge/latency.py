@@ -199,6 +199,7 @@ def benchmark_artifact(
     min_time_s: float = 5.0,
     end_to_end: bool = False,
     frame: tuple[int, int] | None = None,
+    backend: str | None = None,
 ) -> list[BenchmarkResult]:
     """Load an artifact (timed apart from its first inference) and measure it at each batch size.
 
@@ -208,7 +209,7 @@ def benchmark_artifact(
     from .runtime import load
 
     started = time.perf_counter()
-    predictor = load(path, device=device, threads=threads)
+    predictor = load(path, device=device, backend=backend, threads=threads)
     load_s = time.perf_counter() - started
     with predictor:
         results = []

@@ -26,11 +26,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu = _has_nvidia_gpu()
     trt = gpu and importlib.util.find_spec("tensorrt") is not None
     jetson = Path("/etc/nv_tegra_release").exists()
-    reasons = {"gpu": (gpu, "needs an NVIDIA GPU"), "trt": (trt, "needs TensorRT and an NVIDIA GPU"),
+    reasons = {"gpu": (gpu, "needs an NVIDIA GPU"), "tensorrt": (trt, "needs TensorRT and an NVIDIA GPU"),
                "jetson": (jetson, "needs an NVIDIA Jetson")}
     for item in items:
         for marker, (available, reason) in reasons.items():
-            if marker in item.keywords and not available:
+            if item.get_closest_marker(marker) is not None and not available:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 

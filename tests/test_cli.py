@@ -143,3 +143,20 @@ def test_the_resize_policy_is_chosen_at_build_or_train_and_recorded(tmp_path) ->
     bad = cli("build", "resnet18", "--resize", "stretch", "--out", str(tmp_path / "x.keras"))
     assert bad.returncode == 2 and "resize policy must be one of squash, center-crop, letterbox" in bad.stderr
     assert not (tmp_path / "x.keras").exists()
+
+
+@pytest.mark.slow
+def test_predict_an_onnx_file_with_the_openvino_backend(artifacts, tmp_path, digits) -> None:
+    pytest.importorskip("openvino")
+    from PIL import Image
+
+    for index, image in enumerate(digits.sample(6, seed=9).images):
+        Image.fromarray(image).save(tmp_path / f"{index}.png")
+    answers = {}
+    for backend in ("onnxruntime", "openvino"):
+        result = cli("predict", str(artifacts["onnx"]), str(tmp_path), "--backend", backend, "--top-k", "1", "--json")
+        assert result.returncode == 0, result.stderr
+        answers[backend] = [p["indices"] for p in json.loads(result.stdout)["predictions"]]
+    assert answers["openvino"] == answers["onnxruntime"]
+    wrong = cli("predict", str(artifacts["tflite"]), str(tmp_path), "--backend", "openvino")
+    assert wrong.returncode == 2 and "the openvino backend runs .xml, .onnx files" in wrong.stderr

@@ -27,7 +27,7 @@ def test_every_backend_row_resolves(name: str) -> None:
         assert callable(resolve(target))
 
 
-@pytest.mark.parametrize("name", list(FORMATS), ids=lambda name: f"{name}-row")  # "trt" alone reads as the marker
+@pytest.mark.parametrize("name", list(FORMATS))
 def test_every_format_row_resolves(name: str) -> None:
     fmt = FORMATS[name]
     assert callable(resolve(fmt.target))
@@ -66,7 +66,7 @@ def test_export_flags_and_help_come_from_the_rows() -> None:
             assert option.flag in result.stdout
 
 
-@pytest.mark.parametrize("name", ["keras", *FORMATS], ids=lambda name: f"{name}-file")
+@pytest.mark.parametrize("name", ["keras", *FORMATS])
 def test_metadata_round_trips_through_every_container(name, artifacts, trained_model_path, tmp_path) -> None:
     source = trained_model_path if name == "keras" else artifacts.get(name)
     if source is None:

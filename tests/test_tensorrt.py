@@ -1,5 +1,5 @@
 """TensorRT export and runtime: pure parts on CPU, the rest through the strict TensorRT/CUDA stand-ins of
-_trt_fakes.py (checked against the real APIs by test_trt_api.py), and real engines under ``-m trt`` where
+_trt_fakes.py (checked against the real APIs by test_trt_api.py), and real engines under ``-m tensorrt`` where
 TensorRT and a GPU exist."""
 
 from __future__ import annotations
@@ -621,7 +621,7 @@ def _require_tensorrt_gpu() -> None:
         pytest.skip("no CUDA device (or cuda-python) for TensorRT")
 
 
-@pytest.mark.trt
+@pytest.mark.tensorrt
 @pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])

@@ -16,7 +16,7 @@ from typing import Any
 from .._memo import KeepLast
 from ..atomic import atomic_path
 from ..errors import InvalidArgumentError, ModelFileError, ParityError
-from ..registry import BACKENDS, FORMATS, FormatEntry, resolve, resolve_format
+from ..registry import BACKENDS, FORMATS, FormatEntry, companions_of, resolve, resolve_format
 
 Progress = Callable[[str], None]
 
@@ -191,7 +191,8 @@ def export(
                 failure = exc
     if failure is not None:
         raise ParityError(f"{failure} (the best artifact was kept: {output})")
-    return ExportResult(output, fmt.name, output.stat().st_size, seconds, final_metadata, report, fallback)
+    size = sum(path.stat().st_size for path in (output, *companions_of(output)))  # the IR's .bin counts
+    return ExportResult(output, fmt.name, size, seconds, final_metadata, report, fallback)
 
 
 __all__ = ["FORMATS", "ExportJob", "ExportResult", "FormatEntry", "default_output", "export", "resolve_format"]

@@ -11,7 +11,9 @@ explicit quantization takes, so the Q/DQ file is also the TensorRT int8 calibrat
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .._lazy import lazy_import
@@ -73,22 +75,32 @@ def nodes_of_layers(path: Path, model, float_layers: tuple[str, ...]) -> list[st
             if any(layer_of(name, layers) in wanted for name in node.output)]
 
 
-def convert(job: ExportJob) -> ModelMetadata:
+@contextlib.contextmanager
+def qdq_onnx(job: ExportJob, scheme: str, method: str, float_layers: tuple[str, ...]) -> Iterator[Path]:
+    """The calibrated Q/DQ ONNX of ``job.model`` in a temporary folder (logits out unless ``int8_softmax``):
+    this format's file, and what ``openvino-int8 --method qdq`` converts."""
     onnx = lazy_import("onnx", extra="export")
-    scheme, method, opset = job.options["scheme"], job.options["calib_method"], int(job.options["opset"])
-    float_layers = tuple(job.options.get("float_layers") or ())
-    logits = ends_in_logits(job)
+    opset = int(job.options.get("opset", 17))
     if scheme not in SCHEMES:
         raise InvalidArgumentError(f"--scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
     if method not in CALIB_METHODS:
         raise InvalidArgumentError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not {method!r}")
     job.progress(f"converting {job.metadata.model} to ONNX (opset {opset})")
-    proto = to_logits_proto(job.model, opset) if logits else to_onnx_proto(job.model, opset)
+    proto = to_logits_proto(job.model, opset) if ends_in_logits(job) else to_onnx_proto(job.model, opset)
     with tempfile.TemporaryDirectory(prefix="resnet-edge-int8-") as workdir:
         source, target = Path(workdir) / "fp32.onnx", Path(workdir) / "int8.onnx"
         onnx.save(proto, str(source))
-        job.progress(f"calibrating ONNX int8 ({scheme} scheme, {method}) on {len(job.calibration)} images")
+        job.progress(f"calibrating Q/DQ int8 ({scheme} scheme, {method}) on {len(job.calibration)} images")
         quantize_onnx(source, target, job, scheme, method, float_layers)
+        yield target
+
+
+def convert(job: ExportJob) -> ModelMetadata:
+    onnx = lazy_import("onnx", extra="export")
+    scheme, method, opset = job.options["scheme"], job.options["calib_method"], int(job.options["opset"])
+    float_layers = tuple(job.options.get("float_layers") or ())
+    logits = ends_in_logits(job)
+    with qdq_onnx(job, scheme, method, float_layers) as target:
         quantized = onnx.load(str(target))
     metadata = job.metadata.replace(
         format="onnx-int8", precision="int8", tools=tool_versions(*ONNX_TOOLS, "onnxruntime"),

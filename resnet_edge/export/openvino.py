@@ -6,10 +6,11 @@ Each converter writes ``job.output`` and its weights at ``job.output.with_suffix
 ``inference_precision``, the ``INFERENCE_PRECISION_HINT`` the backend compiles with: the IR keeps fp32
 weights either way, ``bf16`` is how the CPU is asked to compute.
 
-int8 (``openvino-int8``): ``method="nncf"`` quantizes the float model with NNCF post-training quantization
-(``float_layers`` become its ignored scope);
-``method="qdq"`` converts the calibrated Q/DQ ONNX that ``onnx-int8`` builds (ONNX Runtime's quantizer),
-which OpenVINO runs as int8. Both leave a classifier's softmax out of the integer graph (logits out)
+int8 (``openvino-int8``): ``method="qdq"`` (the default) converts the calibrated Q/DQ ONNX that
+``onnx-int8`` builds (ONNX Runtime's quantizer), which OpenVINO runs as int8; ``method="nncf"`` quantizes
+the float model with NNCF post-training quantization (``float_layers`` become its ignored scope). On the
+trained ResNet-50 of ``make bench`` qdq kept 100 % of the decisive top-1 answers and NNCF 92.6 %, at the
+same speed, so qdq is the default. Both leave a classifier's softmax out of the integer graph (logits out)
 unless ``int8_softmax``, take float32 pixels 0-255 NHWC like every artifact, and calibrate on
 ``job.calibration``.
 """
@@ -146,31 +147,20 @@ def _nncf_quantize(job: ExportJob, logits: bool, float_layers: tuple[str, ...]):
     return quantized, {"opset": opset, "method": "nncf", "preset": preset}
 
 
-def _qdq_quantize(job: ExportJob, logits: bool, float_layers: tuple[str, ...]):
-    from .onnx_int8 import CALIB_METHODS, SCHEMES, quantize_onnx
+def _qdq_quantize(job: ExportJob, float_layers: tuple[str, ...]):
+    from .onnx_int8 import SCHEMES, qdq_onnx
 
-    onnx = lazy_import("onnx", extra="export")
     scheme = job.options.get("scheme", SCHEMES[0])  # the x86 one (uint8 activations, int8 weights)
     method = job.options.get("calib_method", "minmax")
     opset = int(job.options.get("opset", DEFAULT_OPSET))
-    if scheme not in SCHEMES:
-        raise InvalidArgumentError(f"--scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
-    if method not in CALIB_METHODS:
-        raise InvalidArgumentError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not {method!r}")
-    job.progress(f"converting {job.metadata.model} to ONNX (opset {opset})")
-    proto = to_logits_proto(job.model, opset) if logits else to_onnx_proto(job.model, opset)
-    with tempfile.TemporaryDirectory(prefix="resnet-edge-ov-int8-") as workdir:
-        source, target = Path(workdir) / "fp32.onnx", Path(workdir) / "int8.onnx"
-        onnx.save(proto, str(source))
-        job.progress(f"calibrating Q/DQ int8 ({scheme} scheme, {method}) on {len(job.calibration)} images")
-        quantize_onnx(source, target, job, scheme, method, float_layers)
+    with qdq_onnx(job, scheme, method, float_layers) as target:
         quantized = _from_onnx(target, "Q/DQ int8")
     return quantized, {"opset": opset, "method": "qdq", "scheme": scheme, "calib_method": method}
 
 
 def convert_int8(job: ExportJob) -> ModelMetadata:
     """Format ``openvino-int8``: ``method`` ``nncf`` (default) or ``qdq``, calibrated on ``job.calibration``."""
-    method = str(job.options.get("method", "nncf")).lower()
+    method = str(job.options.get("method", "qdq")).lower()
     if method not in METHODS:
         raise InvalidArgumentError(f"--method for openvino-int8 must be one of {', '.join(METHODS)}, not {method!r}")
     if job.calibration is None:
@@ -181,7 +171,7 @@ def convert_int8(job: ExportJob) -> ModelMetadata:
         quantized, extra = _nncf_quantize(job, logits, float_layers)
         tools = (*OPENVINO_TOOLS, "nncf")
     else:
-        quantized, extra = _qdq_quantize(job, logits, float_layers)
+        quantized, extra = _qdq_quantize(job, float_layers)
         tools = (*OPENVINO_TOOLS, "onnxruntime")
     metadata = _metadata(job, job.format.name, "int8", tools, **extra, inference_precision="f32",
                          **calibration_extra(job, float_layers))
