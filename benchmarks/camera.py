@@ -54,9 +54,6 @@ def raw_call(predictor, frame: np.ndarray) -> Callable[[], list]:
     if predictor.backend.name == "onnxruntime":
         feed = {handle.get_inputs()[0].name: batch}
         return lambda: handle.run(None, feed)
-    if predictor.backend.name == "openvino":
-        request = handle.create_infer_request()
-        return lambda: request.infer([batch])
     interpreter, index = handle, handle.get_input_details()[0]["index"]
     outputs = [o["index"] for o in handle.get_output_details()]
 

@@ -16,9 +16,8 @@ from typing import Any
 
 from .. import artifact
 from ..atomic import write_bytes
-from ..errors import DeviceError, ExportError, InvalidArgumentError
+from ..errors import DeviceError, ExportError, InvalidArgumentError, first_line
 from ..metadata import ModelMetadata, tool_versions
-from ..runtime.tensorrt import first_line
 from ..runtime.tensorrt.compat import HARDWARE_COMPATIBILITY_MIN_CC
 from ..runtime.tensorrt.cuda import GpuInfo, gpu_info
 from ..runtime.tensorrt.trtlog import create, import_tensorrt, make_logger

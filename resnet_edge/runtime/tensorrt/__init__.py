@@ -12,7 +12,6 @@ The names below are re-exported for convenience; to replace one in a test, patch
 
 from __future__ import annotations
 
-from ._text import first_line
 from .backend import INPUT_DTYPES, TensorRTBackend
 from .compat import HARDWARE_COMPATIBILITY_MIN_CC, check_batch, check_engine_compatibility, engine_info
 from .cuda import GpuInfo, HostDeviceBuffer, allocate_copied, allocate_mapped, check_cuda, cuda_runtime, gpu_info
@@ -34,7 +33,6 @@ __all__ = [
     "create",
     "cuda_runtime",
     "engine_info",
-    "first_line",
     "gpu_info",
     "import_tensorrt",
     "is_jetson",

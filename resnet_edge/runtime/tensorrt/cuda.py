@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..._lazy import lazy_import
-from ...errors import DeviceError, MissingDependencyError
-from ._text import first_line
+from ...errors import DeviceError, MissingDependencyError, first_line
 
 
 def cuda_runtime() -> ModuleType:

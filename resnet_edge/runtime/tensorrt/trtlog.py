@@ -7,8 +7,7 @@ from types import ModuleType
 from typing import Any
 
 from ..._lazy import lazy_import
-from ...errors import DeviceError
-from ._text import first_line
+from ...errors import DeviceError, first_line
 
 _log = logging.getLogger("resnet_edge.tensorrt")
 
