@@ -139,7 +139,7 @@ def _format_row(fmt: FormatEntry, ctx: _Context, options: Mapping[str, Any] | No
     with load(path, device=ctx.device, threads=ctx.threads) as candidate:
         if ctx.reference_outputs is not None:
             report = compare(ctx.reference, candidate, ctx.holdout, reference_outputs=ctx.reference_outputs,
-                             name=fmt.name)
+                             name=label)
             ctx.say(report.line())
             row.top1_agreement, row.accuracy, row.parity = (report.top1_agreement, report.candidate_accuracy,
                                                             report.to_dict())

@@ -110,7 +110,8 @@ def optimize(
         artifact = out_dir / f"{model_path.stem}_best{source.suffix}"
         copy_artifact(source, artifact)
     result = Choice(rows, chosen, artifact, max_drop, drops)
-    title = title or f"{model_path.name}: the fastest artifact within {max_drop:g} points of the float model"
+    title = title or (f"{model_path.name}: the fastest artifact within {max_drop:g} percentage point(s) "
+                      "of the float model (green)")
     result.receipts = write_reports(rows, out_dir, title, machine_description(), command, stem="optimize",
                                     extra={"chosen": None if chosen is None else chosen.format,
                                            "artifact": None if artifact is None else str(artifact),

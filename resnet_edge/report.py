@@ -152,7 +152,9 @@ def _bar_chart(axes: Any, rows: list[dict[str, Any]], key: str, label: str) -> N
     names = [row["format"] for row in rows]
     values = [row.get(key) or 0.0 for row in rows]
     positions = list(range(len(rows)))
-    bars = axes.barh(positions, values, color="#4c72b0")
+    colors = ["#2ca02c" if row.get("status") == "chosen" else "#4c72b0" if row.get("status") == "ok" else "#b0b0b0"
+              for row in rows]  # optimize's pick green; formats that did not pass grey
+    bars = axes.barh(positions, values, color=colors)
     axes.set_yticks(positions, names)
     axes.invert_yaxis()
     axes.set_xlabel(label)
