@@ -26,7 +26,7 @@ _ENGINE_LENGTH = struct.Struct("<Q")
 ENGINE_HEADER_LIMIT = 1 << 20
 
 
-def _require_file(path: Path) -> None:
+def require_file(path: Path) -> None:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -51,7 +51,7 @@ def embed_keras(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
 def write_keras(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
     """Rewrite a ``.keras``/``.h5`` file with ``metadata`` (other entries copied as they are)."""
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     with atomic_path(path) as tmp:
         if path.suffix == ".keras":
             with zipfile.ZipFile(path) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as target:
@@ -65,7 +65,7 @@ def write_keras(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
 
 def read_keras(path: str | os.PathLike[str]) -> ModelMetadata | None:
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     if path.suffix == ".keras":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -103,7 +103,7 @@ def read_onnx_props(props: dict[str, str], source: str) -> ModelMetadata | None:
 def write_onnx(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
     onnx = lazy_import("onnx", extra="export")
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     proto = onnx.load(str(path))
     embed_onnx(proto, metadata)
     write_bytes(path, proto.SerializeToString())
@@ -111,7 +111,7 @@ def write_onnx(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
 
 def read_onnx(path: str | os.PathLike[str]) -> ModelMetadata | None:
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     try:
         import onnx
     except ImportError:
@@ -167,13 +167,13 @@ def read_tflite_bytes(flatbuffer: bytes, source: str) -> ModelMetadata | None:
 
 def read_tflite(path: str | os.PathLike[str]) -> ModelMetadata | None:
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     return read_tflite_bytes(path.read_bytes(), str(path))
 
 
 def write_tflite(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     write_bytes(path, embed_tflite(path.read_bytes(), metadata))
 
 
@@ -205,7 +205,7 @@ def unpack_engine(blob: bytes, source: str, require_engine: bool = True) -> tupl
 
 def read_engine(path: str | os.PathLike[str]) -> ModelMetadata | None:
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     with open(path, "rb") as handle:
         head = handle.read(len(ENGINE_MAGIC) + _ENGINE_LENGTH.size + ENGINE_HEADER_LIMIT)
     return unpack_engine(head, str(path), require_engine=False)[0]
@@ -213,7 +213,7 @@ def read_engine(path: str | os.PathLike[str]) -> ModelMetadata | None:
 
 def write_engine(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     write_bytes(path, pack_engine(bytes(unpack_engine(path.read_bytes(), str(path))[1]), metadata))
 
 

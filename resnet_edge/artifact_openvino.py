@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from .artifact import require_file
 from .atomic import atomic_path
 from .errors import ModelFileError
 from .metadata import METADATA_KEY, ModelMetadata
@@ -21,10 +22,7 @@ FRAMEWORK = "framework"  # where OpenVINO's ONNX reader puts an ONNX file's meta
 
 
 def _parse(path: Path) -> ET.ElementTree:
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: file is empty")
+    require_file(path)
     try:
         tree = ET.parse(path)
     except (ET.ParseError, UnicodeDecodeError, ValueError) as exc:

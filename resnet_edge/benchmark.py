@@ -75,11 +75,6 @@ def unavailable(fmt: FormatEntry, device: str = "auto") -> str | None:
     return None if usable else f"skipped: needs {row.needs}"
 
 
-def trt_available() -> bool:
-    """Whether TensorRT and a CUDA device are usable here (never raises)."""
-    return unavailable(FORMATS["trt"]) is None
-
-
 @dataclass
 class _Context:
     """What every format's row is measured against."""
@@ -272,4 +267,4 @@ def run_all(
     return rows
 
 
-__all__ = ["COLUMNS", "FormatRow", "rows_to_dict", "run_all", "trt_available"]
+__all__ = ["COLUMNS", "FormatRow", "rows_to_dict", "run_all", "unavailable"]

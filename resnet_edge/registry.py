@@ -102,6 +102,7 @@ class BackendEntry:
     description: str = ""
     needs: str = "its runtime"
 
+    @property
     def runs_on_cpu(self) -> bool:
         return "cpu" in self.devices
 
@@ -134,7 +135,7 @@ class FormatEntry:
 
     @property
     def runs_on_cpu(self) -> bool:
-        return BACKENDS[self.backend].runs_on_cpu()
+        return BACKENDS[self.backend].runs_on_cpu
 
     @property
     def companions(self) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import DeviceError, InvalidArgumentError, ModelFileError
-from ..registry import BACKENDS, DEVICES, backend_row, companions_of, resolve, row_for_file
+from ..registry import BACKENDS, DEVICES, backend_row, resolve, row_for_file
 from .base import Backend, Intermediates, Prediction, PredictionRun, Predictor
 
 
@@ -36,9 +36,6 @@ def load(
         raise ModelFileError(f"{path}: no such model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: model file is empty")
-    missing = [p for p in companions_of(path) if not p.is_file()] if path.suffix.lower() in row.suffixes else []
-    if missing:
-        raise ModelFileError(f"{path}: {missing[0].name} is missing beside it (the two files travel together)")
     if device != "auto":
         if device not in row.devices:
             raise DeviceError(f"the {row.name} backend runs on {', '.join(row.devices)}, not {device}")
