@@ -87,3 +87,12 @@ def artifacts(tmp_path_factory, trained_model_path, calibration_set) -> dict[str
     export(trained_model_path, "onnx-int8", path, calibration=calibration_set, verify=False, scheme="s8s8")
     paths["onnx-int8-s8s8"] = path
     return paths
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray for the scale tests: 2 CPUs, bound to loopback, shared by the whole session."""
+    from resnet_edge.scale.cluster import import_ray, session
+
+    with session(num_cpus=2):
+        yield import_ray()

@@ -1,0 +1,111 @@
+"""Connecting to Ray (a local one on loopback, or a cluster) and sizing the workers from what it has."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from .._lazy import lazy_import
+from ..errors import DeviceError, InvalidArgumentError
+from ..registry import row_for_file
+
+LOOPBACK = "127.0.0.1"
+GPU_DEVICES = ("cuda", "tensorrt-ep", "jetson")
+
+
+def import_ray() -> ModuleType:
+    """Ray, or a one-line error naming the extra that installs it."""
+    return lazy_import("ray", extra="scale")
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``), or start a local
+    one bound to loopback when ``address`` is None or ``local``; True when this call started Ray.
+
+    A Ray already running in this process is reused as it is.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    options = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address in (None, "", "local"):
+        if os.environ.get("RAY_ADDRESS"):
+            options["address"] = os.environ["RAY_ADDRESS"]
+        else:
+            options.update(num_cpus=num_cpus, _node_ip_address=LOOPBACK)
+    else:
+        if Path(address).exists():
+            raise InvalidArgumentError(f"--ray takes a cluster address, not the path {address!r}; "
+                                       "write --ray=ADDRESS, or put --ray after the images")
+        options["address"] = address
+    try:
+        ray.init(**options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise DeviceError(f"cannot reach Ray at {options.get('address', 'a new local instance')}: "
+                          f"{' '.join(str(exc).split())[:300]}") from exc
+    return True
+
+
+def quiet_data(ray: ModuleType) -> None:
+    """No Ray Data progress bars or per-second status logs: the callers report progress per shard."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray connected for the block; shut down after it only if this block started it."""
+    started = connect(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import_ray().shutdown()
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many model actors to run and what each reserves: one per GPU, else one per CPU with one thread.
+
+    On a GPU, ``device`` stays as asked (``auto`` lets each actor take its backend's first working GPU device).
+    """
+
+    actors: int
+    num_cpus: float
+    num_gpus: float
+    threads: int
+    device: str
+
+    def remote_args(self) -> dict[str, float]:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+
+def plan_workers(artifact: str | os.PathLike[str], device: str = "auto", workers: int | None = None,
+                 resources: dict[str, float] | None = None) -> WorkerPlan:
+    """Actors for ``artifact`` from the cluster's resources (``ray.cluster_resources()`` by default).
+
+    GPUs are used when the artifact's backend runs on one and ``device`` allows it; otherwise each
+    actor takes one CPU and runs its model on one thread, so actors do not oversubscribe the cores.
+    """
+    if workers is not None and workers < 1:
+        raise InvalidArgumentError("workers must be at least 1")
+    if resources is None:
+        resources = import_ray().cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    row = row_for_file(artifact)
+    gpu_device = next((d for d in row.devices if d in GPU_DEVICES), None)
+    wants_gpu = device in GPU_DEVICES or (device == "auto" and gpus > 0 and gpu_device is not None)
+    if wants_gpu:
+        if gpus < 1:
+            raise DeviceError(f"--device {device} needs a GPU in the Ray cluster; it has none")
+        if gpu_device is None or (device != "auto" and device not in row.devices):
+            raise DeviceError(f"the {row.name} backend does not run on {device}")
+        return WorkerPlan(workers or gpus, num_cpus=1, num_gpus=1, threads=1, device=device)
+    if cpus < 1:
+        raise DeviceError("the Ray cluster has no CPU to run on")
+    return WorkerPlan(workers or cpus, num_cpus=1, num_gpus=0, threads=1, device="cpu" if device == "auto" else device)

@@ -1,0 +1,233 @@
+"""Batch scoring on Ray Data: every image of a source through one Predictor per actor, into resumable Parquet shards.
+
+The driver cuts the sorted path list into fixed shards and writes each shard's Parquet file atomically once
+all its rows are back; a rerun skips the shards whose files exist. Every row carries its position, so a task
+that Ray retries after a worker dies cannot add or lose a row: a shard is written only when its positions
+are exactly its range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_path
+from ..errors import DataError, InvalidArgumentError, first_line
+from ..metadata import sha256_file
+from ..registry import row_for_file
+from .cluster import WorkerPlan, import_ray, plan_workers, quiet_data, session
+from .sources import image_paths
+
+MANIFEST = "_scoring.json"
+SCHEMA = 1
+
+
+@dataclass
+class ScoreSummary:
+    """What a scoring run did: totals over every shard (resumed ones included), and what this run processed."""
+
+    out: str
+    images: int
+    scored: int = 0
+    unreadable: int = 0
+    shards: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    processed: int = 0
+    workers: int = 0
+    device: str = "cpu"
+    seconds: float = 0.0
+    first_unreadable: str | None = None
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        """Images this run read (scored or found unreadable) per second; shards skipped on resume do not count."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": self.images_per_s}
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+class ScoreActor:
+    """One Predictor per actor (threads pinned by the plan); a batch of paths in, one row per path out."""
+
+    def __init__(self, artifact: str, device: str, threads: int, top_k: int) -> None:
+        from ..runtime import load
+
+        self.predictor = load(artifact, device=device, threads=threads)
+        self.top_k = top_k
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        import pyarrow as pa
+
+        from ..preprocess import load_image
+
+        paths = [str(p) for p in batch["path"]]
+        run = self.predictor.predict([Path(p) for p in paths], top_k=self.top_k, batch_size=max(1, len(paths)))
+        found = {p.source: p for p in run.predictions}
+        labels, indices, scores, errors = [], [], [], []
+        for path in paths:
+            prediction = found.get(path)
+            if prediction is None:
+                try:  # only unreadable files land here: decode again for the reason
+                    load_image(path)
+                    reason = "unreadable"
+                except DataError as exc:
+                    reason = first_line(exc).removeprefix(f"{path}: ")
+            labels.append(prediction.labels if prediction else [])
+            indices.append(prediction.indices if prediction else [])
+            scores.append(prediction.scores if prediction else [])
+            errors.append(None if prediction else reason)
+        return pa.table({
+            "row": pa.array(batch["row"], pa.int64()),
+            "path": pa.array(paths, pa.string()),
+            "labels": pa.array(labels, pa.list_(pa.string())),
+            "indices": pa.array(indices, pa.list_(pa.int32())),
+            "scores": pa.array(scores, pa.list_(pa.float32())),
+            "error": pa.array(errors, pa.string()),
+        })
+
+
+def _manifest(artifact: Path, paths: Sequence[str], shard_size: int, top_k: int) -> dict[str, Any]:
+    return {"schema": SCHEMA, "artifact": artifact.name, "artifact_sha256": sha256_file(artifact),
+            "images": len(paths), "paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+            "shard_size": shard_size, "top_k": top_k}
+
+
+def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to mix two runs' shards in one folder; record the run on first use."""
+    path = out / MANIFEST
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable scoring manifest ({first_line(exc)})") from exc
+        changed = [key for key in manifest if previous.get(key) != manifest[key]]
+        if changed:
+            raise InvalidArgumentError(f"{out} holds results of another run ({', '.join(changed)} differ); "
+                                       "use a new --out folder, or delete it to start over")
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _finished(part: Path, rows: int) -> bool:
+    if not part.is_file():
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(part).metadata.num_rows == rows
+    except (OSError, ValueError):
+        return False
+
+
+def _write_shard(part: Path, records: list[dict[str, Any]], schema: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(records, schema=schema)
+    with atomic_path(part) as tmp:
+        pq.write_table(table, tmp)
+
+
+def score(
+    artifact: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    top_k: int = 5,
+    address: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    shard_size: int = 1024,
+    progress: Callable[[str], None] | None = None,
+) -> ScoreSummary:
+    """Score every image of ``source`` with ``artifact`` on Ray, into ``out/part-NNNNN.parquet``.
+
+    Rows: ``row`` (position in the source), ``path``, ``labels``/``indices``/``scores`` (top-k, best first) and
+    ``error`` (why an image could not be read; its top-k lists are empty). A rerun into the same ``out`` skips
+    the shards already written. ``address`` is a Ray cluster (None or ``local`` starts one on loopback).
+    """
+    artifact = Path(artifact)
+    if top_k < 1 or batch_size < 1 or shard_size < 1:
+        raise InvalidArgumentError("top-k, batch size and shard size must be at least 1")
+    row_for_file(artifact)
+    if not artifact.is_file():
+        raise InvalidArgumentError(f"{artifact}: no such model file")
+    started = time.perf_counter()
+    paths = image_paths(source)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out, _manifest(artifact, paths, shard_size, top_k))
+    shards = [range(start, min(start + shard_size, len(paths))) for start in range(0, len(paths), shard_size)]
+    parts = [out / shard_name(i) for i in range(len(shards))]
+    pending = {i for i, shard in enumerate(shards) if not _finished(parts[i], len(shard))}
+    summary = ScoreSummary(str(out), len(paths), shards=len(shards), shards_skipped=len(shards) - len(pending),
+                           parts=[str(p) for p in parts])
+    if pending:
+        with session(address):
+            plan = plan_workers(artifact, device, workers)
+            summary.workers, summary.device = plan.actors, plan.device
+            _run(artifact, paths, shards, parts, pending, plan, top_k, batch_size, summary, progress)
+    _count(summary, parts)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run(artifact: Path, paths: list[str], shards: list[range], parts: list[Path], pending: set[int],
+         plan: WorkerPlan, top_k: int, batch_size: int, summary: ScoreSummary,
+         progress: Callable[[str], None] | None) -> None:
+    """Stream the pending rows through the actor pool; write each shard as soon as all its rows are back."""
+    ray = import_ray()
+    quiet_data(ray)
+    rows = [{"row": r, "path": paths[r]} for i in sorted(pending) for r in shards[i]]
+    shard_size = len(shards[0])
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // batch_size)))
+    scored = dataset.map_batches(
+        ScoreActor, fn_constructor_kwargs={"artifact": str(artifact.resolve()), "device": plan.device,
+                                           "threads": plan.threads, "top_k": top_k},
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_format="numpy", **plan.remote_args())
+    waiting: dict[int, dict[int, dict[str, Any]]] = {i: {} for i in pending}
+    for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        schema = block.schema
+        for record in block.to_pylist():
+            index = record["row"] // shard_size
+            waiting[index].setdefault(record["row"], record)  # a retried task's second copy is the same row
+            if len(waiting[index]) == len(shards[index]):
+                done = waiting.pop(index)
+                _write_shard(parts[index], [done[r] for r in shards[index]], schema)
+                summary.shards_written += 1
+                summary.processed += len(done)
+                if progress is not None:
+                    progress(f"{summary.shards_skipped + summary.shards_written}/{summary.shards} shards written "
+                             f"({parts[index].name})")
+    if waiting:
+        missing = sum(len(shards[i]) - len(got) for i, got in waiting.items())
+        raise DataError(f"Ray returned {missing} fewer rows than were sent; {len(waiting)} shard(s) not written")
+
+
+def _count(summary: ScoreSummary, parts: list[Path]) -> None:
+    """Scored and unreadable totals from the written shards (resumed ones included)."""
+    import pyarrow.parquet as pq
+
+    for part in parts:
+        errors = pq.read_table(part, columns=["error", "path"])
+        failed = errors.column("error").is_valid().to_pylist()
+        summary.unreadable += sum(failed)
+        summary.scored += len(failed) - sum(failed)
+        if summary.first_unreadable is None and any(failed):
+            position = failed.index(True)
+            summary.first_unreadable = f"{errors.column('path')[position]}: {errors.column('error')[position]}"

@@ -1,0 +1,168 @@
+"""Batch scoring on Ray: the same answers as the in-process Predictor, resumable, exactly once under worker loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_edge.errors import DataError, DeviceError, InvalidArgumentError
+from resnet_edge.scale.cluster import plan_workers
+from resnet_edge.scale.sources import image_paths
+
+IMAGES = 256
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory, digits) -> Path:
+    """256 digits as PNG files in class folders, plus one file that is not an image."""
+    root = tmp_path_factory.mktemp("score_images")
+    for index in range(IMAGES):
+        folder = root / str(int(digits.labels[index]))
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(digits.images[index]).save(folder / f"{index:04d}.png")
+    (root / "9" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def in_process(artifacts, image_folder):
+    from resnet_edge.runtime import load
+
+    with load(artifacts["tflite-int8"]) as predictor:
+        run = predictor.predict(image_folder, top_k=3)
+    return {p.source: p for p in run.predictions}, run.skipped
+
+
+def read_rows(out: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out).sort_by("row").to_pylist()
+
+
+def kill_one_actor() -> bool:
+    """SIGKILL one scoring actor's process, as a node failure would."""
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().decode(errors="ignore")
+        except OSError:
+            continue
+        if "MapBatches(ScoreActor)" in command:
+            os.kill(int(proc.name), signal.SIGKILL)
+            return True
+    return False
+
+
+def test_scores_match_in_process_and_resume_adds_nothing(ray_local, artifacts, image_folder, in_process, tmp_path):
+    from resnet_edge.scale.score import score
+
+    expected, skipped = in_process
+    out = tmp_path / "scores"
+    summary = score(artifacts["tflite-int8"], image_folder, out, top_k=3, shard_size=64, batch_size=32)
+    assert (summary.scored, summary.unreadable, summary.shards, summary.shards_written) == (IMAGES, 1, 5, 5)
+    assert "broken.png" in summary.first_unreadable and "cannot decode" in summary.first_unreadable
+    rows = read_rows(out)
+    assert [r["row"] for r in rows] == list(range(IMAGES + 1))
+    for row in rows:
+        if row["error"] is not None:
+            assert row["path"] in skipped and row["labels"] == []
+            continue
+        mine = expected[row["path"]]
+        assert (row["labels"], row["indices"]) == (mine.labels, mine.indices)
+        np.testing.assert_allclose(row["scores"], mine.scores, atol=1e-6)
+
+    (out / "part-00002.parquet").unlink()
+    resumed = score(artifacts["tflite-int8"], image_folder, out, top_k=3, shard_size=64, batch_size=32)
+    assert (resumed.shards_skipped, resumed.shards_written, resumed.processed) == (4, 1, 64)
+    assert read_rows(out) == rows
+
+
+def test_a_killed_worker_loses_and_duplicates_no_row(ray_local, artifacts, image_folder, tmp_path):
+    from resnet_edge.scale.score import score
+
+    killed = []
+
+    def kill_after_first_shard(message: str) -> None:
+        if not killed:
+            killed.append(kill_one_actor())
+
+    out = tmp_path / "scores"
+    summary = score(artifacts["tflite-int8"], image_folder, out, top_k=1, shard_size=16, batch_size=8,
+                    progress=kill_after_first_shard)
+    assert killed == [True]
+    assert summary.scored + summary.unreadable == IMAGES + 1
+    assert [r["row"] for r in read_rows(out)] == list(range(IMAGES + 1))
+
+
+def test_another_run_into_the_same_folder_is_refused(artifacts, image_folder, tmp_path):
+    from resnet_edge.scale.score import MANIFEST, score
+
+    out = tmp_path / "scores"
+    out.mkdir()
+    (out / MANIFEST).write_text(json.dumps({"schema": 1, "artifact": "other.tflite"}))
+    with pytest.raises(InvalidArgumentError, match="holds results of another run"):
+        score(artifacts["tflite-int8"], image_folder, out)
+
+
+@pytest.mark.parametrize("kwargs", [{"top_k": 0}, {"shard_size": 0}, {"batch_size": 0}])
+def test_bad_arguments_are_one_line_errors(artifacts, image_folder, tmp_path, kwargs):
+    from resnet_edge.scale.score import score
+
+    with pytest.raises(InvalidArgumentError):
+        score(artifacts["tflite-int8"], image_folder, tmp_path / "scores", **kwargs)
+
+
+def test_sources_folders_globs_and_path_tables(image_folder, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from_folder = image_paths(image_folder)
+    assert len(from_folder) == IMAGES + 1 and from_folder == sorted(from_folder)
+    assert image_paths(str(image_folder / "3" / "*.png")) == [p for p in from_folder if "/3/" in p]
+    relative = [os.path.relpath(p, tmp_path) for p in from_folder[:5]] + ["missing.png"]
+    (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"{p},x\n" for p in relative))
+    pq.write_table(pa.table({"path": relative}), tmp_path / "list.parquet")
+    for table in ("list.csv", "list.parquet"):
+        listed = image_paths(tmp_path / table)
+        assert listed[:5] == from_folder[:5] and listed[5] == str(tmp_path / "missing.png")
+    (tmp_path / "two.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="no 'path' column"):
+        image_paths(tmp_path / "two.csv")
+    with pytest.raises(DataError, match="no images found"):
+        image_paths(str(tmp_path / "nothing" / "*.png"))
+
+
+@pytest.mark.parametrize(
+    ("artifact", "resources", "device", "expected"),
+    [
+        ("m.tflite", {"CPU": 2.0}, "auto", (2, 0, 1, "cpu")),
+        ("m.onnx", {"CPU": 16.0, "GPU": 2.0}, "auto", (2, 1, 1, "auto")),
+        ("m.onnx", {"CPU": 16.0, "GPU": 2.0}, "cuda", (2, 1, 1, "cuda")),
+        ("m.tflite", {"CPU": 16.0, "GPU": 2.0}, "auto", (16, 0, 1, "cpu")),
+        ("m.onnx", {"CPU": 16.0, "GPU": 2.0}, "cpu", (16, 0, 1, "cpu")),
+    ],
+)
+def test_workers_follow_the_cluster(artifact, resources, device, expected):
+    plan = plan_workers(artifact, device, resources=resources)
+    assert (plan.actors, plan.num_gpus, plan.threads, plan.device) == expected
+
+
+def test_a_gpu_device_without_a_gpu_is_refused():
+    with pytest.raises(DeviceError, match="needs a GPU"):
+        plan_workers("m.onnx", "cuda", resources={"CPU": 2.0})
+
+
+def test_predict_does_not_import_ray(artifacts, image_folder):
+    script = ("import sys\nfrom resnet_edge.cli import main\n"
+              f"try:\n    main(['predict', {str(artifacts['tflite-int8'])!r}, {str(image_folder / '0')!r}, '--json'])\n"
+              "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+              "sys.stderr.write('RAY' if 'ray' in sys.modules else 'NO-RAY')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.stderr.endswith("NO-RAY"), result.stderr[-500:]
