@@ -146,7 +146,8 @@ def load_photos(size: tuple[int, int] = (224, 224), policy: str = "squash", crop
 BUILTIN_DATASETS: dict[str, Callable[[tuple[int, int], str], Dataset]] = {"digits": load_digits, "photos": load_photos}
 
 
-def _scan_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
+def scan_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """Image files (sorted, class by class), their labels and the class names; no labels for a flat folder."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if class_dirs:
         files, labels = [], []
@@ -174,7 +175,7 @@ def load_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
-    files, labels, class_names = _scan_folder(root)
+    files, labels, class_names = scan_folder(root)
     if not files:
         raise DataError(f"{root}: no images found (looked for {', '.join(sorted({'.jpg', '.png', '.bmp'}))} …)")
     images, kept_labels, failures = [], [], []

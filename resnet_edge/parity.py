@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclasses_fields
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,114 @@ def _centred(rows: np.ndarray) -> np.ndarray:
     return rows - rows.mean(axis=1, keepdims=True)
 
 
+@dataclass
+class RowStats:
+    """Per-image figures a parity report is reduced from exactly (sums, maxima, counts), so images compared
+    in many places (Ray workers) give the same report as images compared in one.
+
+    ``margin`` and the rank fields are set for a classifier (one 2-D output with several classes) only.
+    """
+
+    values: int
+    logits: bool
+    classifier: bool
+    max_err: np.ndarray
+    sum_err: np.ndarray
+    cosine: np.ndarray
+    ref_abs_max: np.ndarray
+    ref_min: np.ndarray
+    ref_max: np.ndarray
+    finite: np.ndarray
+    margin: np.ndarray | None = None
+    ref_best: np.ndarray | None = None
+    cand_best: np.ndarray | None = None
+    top5_hit: np.ndarray | None = None
+    top5_overlap: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.max_err)
+
+    @classmethod
+    def concat(cls, parts: Sequence[RowStats]) -> RowStats:
+        """Stats of several batches, in the order given."""
+        first = parts[0]
+        if any((p.values, p.logits, p.classifier) != (first.values, first.logits, first.classifier) for p in parts):
+            raise DataError("parity batches disagree on the outputs' shape or kind")
+        arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses_fields(cls)
+                  if f.name not in ("values", "logits", "classifier") and getattr(first, f.name) is not None}
+        return cls(values=first.values, logits=first.logits, classifier=first.classifier, **arrays)
+
+
+def row_stats(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], *, logits: bool = False,
+              name: str = "candidate") -> RowStats:
+    """Each image's errors, cosine and ranks from two runs' outputs (lists of arrays, one per model output)."""
+    if len(reference) != len(candidate) or any(r.shape != c.shape for r, c in zip(reference, candidate, strict=True)):
+        raise DataError(
+            f"{name}: outputs do not match the reference's shapes "
+            f"({[r.shape for r in reference]} vs {[c.shape for c in candidate]})"
+        )
+    ref, cand = _flat(reference), _flat(candidate)
+    error = np.abs(ref - cand)
+    classifier = len(reference) == 1 and reference[0].ndim == 2 and reference[0].shape[1] > 1
+    logits = logits and classifier
+    stats = RowStats(
+        values=ref.shape[1], logits=logits, classifier=classifier, max_err=error.max(axis=1),
+        sum_err=error.sum(axis=1), cosine=row_cosine(_centred(ref), _centred(cand)) if logits else row_cosine(ref, cand),
+        ref_abs_max=np.abs(ref).max(axis=1), ref_min=ref.min(axis=1), ref_max=ref.max(axis=1),
+        finite=np.isfinite(cand).all(axis=1),
+    )
+    if classifier:
+        two_best = np.partition(ref, -2, axis=1)[:, -2:]
+        k = min(5, ref.shape[1])
+        ref_top = np.argpartition(-ref, k - 1, axis=1)[:, :k]
+        cand_top = np.argpartition(-cand, k - 1, axis=1)[:, :k]
+        stats.margin = two_best[:, 1] - two_best[:, 0]
+        stats.ref_best, stats.cand_best = np.argmax(ref, axis=1), np.argmax(cand, axis=1)
+        stats.top5_hit = (cand_top == stats.ref_best[:, None]).any(axis=1)
+        stats.top5_overlap = np.array([len(set(r) & set(c)) / k for r, c in zip(ref_top, cand_top, strict=True)])
+    return stats
+
+
+def reduce_stats(stats: RowStats, precision: str, labels: np.ndarray | None = None, name: str = "candidate", *,
+                 calibration_images: int | None = None) -> ParityReport:
+    """The report and verdict from every image's stats (see ``Tolerance``)."""
+    if precision not in TOLERANCES:
+        raise InvalidArgumentError(f"unknown precision {precision!r}; tolerances exist for {', '.join(TOLERANCES)}")
+    tolerance = TOLERANCES[precision]
+    logits = stats.logits
+    scale = max(float(stats.ref_max.max() - stats.ref_min.min()) if logits else float(stats.ref_abs_max.max()), 1e-12)
+    max_abs = float(stats.max_err.max())
+    cosine = float(np.mean(stats.cosine))
+    report = ParityReport(
+        name=name, precision=precision, samples=len(stats),
+        max_abs=max_abs, mean_abs=float(stats.sum_err.sum() / (len(stats) * stats.values)), max_rel=max_abs / scale,
+        cosine=cosine, top1_agreement=None, top5_agreement=None, reference_accuracy=None, candidate_accuracy=None,
+        tolerance=tolerance, compared="logits" if logits else "outputs", calibration_images=calibration_images,
+    )
+    if stats.classifier:
+        agree = stats.ref_best == stats.cand_best
+        decisive = stats.margin > tolerance.decisive_margin * scale
+        report.top1_agreement = float(np.mean(agree))
+        report.top5_agreement = float(np.mean(stats.top5_hit))
+        report.top5_overlap = float(np.mean(stats.top5_overlap))
+        report.decisive = int(decisive.sum())
+        report.decisive_top1 = float(np.mean(agree[decisive])) if decisive.any() else None
+        if labels is not None:
+            report.reference_accuracy = float(np.mean(stats.ref_best == labels))
+            report.candidate_accuracy = float(np.mean(stats.cand_best == labels))
+    if not stats.finite.all():
+        report.failures.append("non-finite outputs")
+    if tolerance.atol is not None and report.max_abs > tolerance.atol + tolerance.rtol * scale:
+        report.failures.append(f"max|err| {report.max_abs:.3g} > {tolerance.atol + tolerance.rtol * scale:.3g}")
+    if report.decisive and report.decisive_top1 < tolerance.min_top1:
+        report.failures.append(f"top-1 agreement {report.decisive_top1:.2%} < {tolerance.min_top1:.0%} "
+                               f"on {report.decisive} decisive images")
+    floor = tolerance.cosine_floor(logits)
+    if cosine < floor:
+        report.failures.append(f"cosine{' (logits)' if logits else ''} {cosine:.4f} < {floor}")
+    return report
+
+
 def compare_outputs(
     reference: Sequence[np.ndarray],
     candidate: Sequence[np.ndarray],
@@ -157,60 +266,10 @@ def compare_outputs(
     ``logits``: both sides are a classifier's logits; errors are then relative to the reference's logit
     range and the cosine is taken on centred rows (see ``Tolerance``).
     """
-    if len(reference) != len(candidate) or any(r.shape != c.shape for r, c in zip(reference, candidate, strict=True)):
-        raise DataError(
-            f"{name}: outputs do not match the reference's shapes "
-            f"({[r.shape for r in reference]} vs {[c.shape for c in candidate]})"
-        )
     if precision not in TOLERANCES:
         raise InvalidArgumentError(f"unknown precision {precision!r}; tolerances exist for {', '.join(TOLERANCES)}")
-    tolerance = TOLERANCES[precision]
-    ref, cand = _flat(reference), _flat(candidate)
-    error = np.abs(ref - cand)
-    classifier = len(reference) == 1 and reference[0].ndim == 2 and reference[0].shape[1] > 1
-    logits = logits and classifier
-    scale = max(float(np.ptp(ref)) if logits else float(np.abs(ref).max()), 1e-12)
-    cosine = float(np.mean(row_cosine(_centred(ref), _centred(cand)) if logits else row_cosine(ref, cand)))
-    report = ParityReport(
-        name=name, precision=precision, samples=len(ref),
-        max_abs=float(error.max()), mean_abs=float(error.mean()), max_rel=float(error.max() / scale),
-        cosine=cosine, top1_agreement=None, top5_agreement=None, reference_accuracy=None, candidate_accuracy=None,
-        tolerance=tolerance, compared="logits" if logits else "outputs", calibration_images=calibration_images,
-    )
-    if classifier:
-        _agreement(report, reference[0].astype(np.float64), candidate[0].astype(np.float64), labels,
-                   tolerance.decisive_margin * scale)
-    if not np.isfinite(cand).all():
-        report.failures.append("non-finite outputs")
-    if tolerance.atol is not None and report.max_abs > tolerance.atol + tolerance.rtol * scale:
-        report.failures.append(f"max|err| {report.max_abs:.3g} > {tolerance.atol + tolerance.rtol * scale:.3g}")
-    if report.decisive and report.decisive_top1 < tolerance.min_top1:
-        report.failures.append(f"top-1 agreement {report.decisive_top1:.2%} < {tolerance.min_top1:.0%} "
-                               f"on {report.decisive} decisive images")
-    floor = tolerance.cosine_floor(logits)
-    if cosine < floor:
-        report.failures.append(f"cosine{' (logits)' if logits else ''} {cosine:.4f} < {floor}")
-    return report
-
-
-def _agreement(report: ParityReport, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None,
-               noise: float) -> None:
-    """Top-1/top-5 agreement, the decisive subset (float margin above ``noise``) and the top-5 overlap."""
-    ref_best, cand_best = np.argmax(reference, axis=1), np.argmax(candidate, axis=1)
-    agree = ref_best == cand_best
-    two_best = np.partition(reference, -2, axis=1)[:, -2:]
-    decisive = (two_best[:, 1] - two_best[:, 0]) > noise
-    k = min(5, reference.shape[1])
-    ref_top = np.argpartition(-reference, k - 1, axis=1)[:, :k]
-    cand_top = np.argpartition(-candidate, k - 1, axis=1)[:, :k]
-    report.top1_agreement = float(np.mean(agree))
-    report.top5_agreement = float(np.mean((cand_top == ref_best[:, None]).any(axis=1)))
-    report.top5_overlap = float(np.mean([len(set(r) & set(c)) / k for r, c in zip(ref_top, cand_top, strict=True)]))
-    report.decisive = int(decisive.sum())
-    report.decisive_top1 = float(np.mean(agree[decisive])) if decisive.any() else None
-    if labels is not None:
-        report.reference_accuracy = float(np.mean(ref_best == labels))
-        report.candidate_accuracy = float(np.mean(cand_best == labels))
+    return reduce_stats(row_stats(reference, candidate, logits=logits, name=name), precision, labels, name,
+                        calibration_images=calibration_images)
 
 
 def run_outputs(predictor, images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
@@ -221,6 +280,35 @@ def run_outputs(predictor, images: np.ndarray, batch_size: int = 32) -> list[np.
     return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
 
+def reference_model_for(reference, candidate):
+    """The Keras model a candidate is compared with (its logits twin when the candidate outputs logits);
+    None when the reference is not a Keras model."""
+    if reference is None or reference.backend.name != "keras":
+        return None
+    from .models.reference import matching_reference
+
+    metadata = candidate.metadata
+    return matching_reference(reference.native(), metadata.output_activation if metadata else None)
+
+
+def paired_outputs(reference, candidate, images: np.ndarray, keras_model=None, batch_size: int = 32,
+                   reference_outputs: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
+    """The reference's and the candidate's outputs on the same images, in the form they are compared in, and
+    whether they are logits. A candidate that outputs logits meets the Keras model's own logits when the
+    reference is a Keras model (``keras_model``), else a softmax of its logits meets the reference's probabilities.
+    """
+    candidate_outputs = run_outputs(candidate, images, batch_size)
+    metadata = candidate.metadata
+    logits = (metadata.output_activation if metadata else None) == "linear"
+    if logits and keras_model is not None:  # the Keras model's own logits, whatever outputs were passed in
+        reference_outputs = _keras_outputs(keras_model, images)
+    elif reference_outputs is None:
+        reference_outputs = run_outputs(reference, images, batch_size)
+    if logits and len(reference_outputs) == 1 and looks_like_probabilities(reference_outputs[0]):
+        candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
+    return reference_outputs, candidate_outputs, logits
+
+
 def compare(
     reference, candidate, data: Dataset, precision: str | None = None, batch_size: int = 32,
     name: str | None = None, reference_outputs: list[np.ndarray] | None = None,
@@ -228,37 +316,25 @@ def compare(
     """Run ``reference`` and ``candidate`` Predictors on the same images and compare their outputs.
 
     ``precision`` defaults to the candidate's metadata; ``reference_outputs`` replaces the reference run
-    (outputs saved on another machine with ``save_reference``; ``reference`` may then be None). A candidate
-    that outputs logits is compared with the Keras model's logits when the reference is a Keras model, else
-    through a softmax with the reference's probabilities.
+    (outputs saved on another machine with ``save_reference``; ``reference`` may then be None). How logits
+    are compared: see ``paired_outputs``.
     """
     data = data.resized(candidate.input_spec.size, candidate.resize_policy)
     metadata = candidate.metadata
     if precision is None:
         precision = metadata.precision if metadata else "fp32"
-    candidate_outputs = run_outputs(candidate, data.images, batch_size)
-    activation = metadata.output_activation if metadata else None
-    logits = activation == "linear"
-    keras_model = reference.native() if reference is not None and reference.backend.name == "keras" else None
-    if keras_model is not None:
-        from .models.reference import matching_reference
-
-        keras_model = matching_reference(keras_model, activation)
     if reference_outputs is not None and len(reference_outputs[0]) != len(data):
         raise DataError(f"saved reference outputs cover {len(reference_outputs[0])} images, the data has {len(data)}")
-    if logits and keras_model is not None:  # the Keras model's own logits, whatever outputs were passed in
-        reference_outputs = _keras_outputs(keras_model, data.images)
-    elif reference_outputs is None:
-        reference_outputs = run_outputs(reference, data.images, batch_size)
-    if logits and len(reference_outputs) == 1 and looks_like_probabilities(reference_outputs[0]):
-        candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
+    keras_model = reference_model_for(reference, candidate)
+    reference_outputs, candidate_outputs, logits = paired_outputs(reference, candidate, data.images, keras_model,
+                                                                  batch_size, reference_outputs)
     model_labels = metadata.labels if metadata else ()
     labels = data.labels if labels_match(data, reference_outputs, model_labels) else None
     report = compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name,
                              logits=logits, calibration_images=calibration_images_of(metadata))
     report.ran = candidate.backend.inference_precision
     if keras_model is not None:
-        _diagnose(report, keras_model, Path(candidate.path), data.images)
+        diagnose(report, keras_model, Path(candidate.path), data.images)
     return report
 
 
@@ -284,7 +360,7 @@ def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | 
     report = compare_outputs(keras_outputs, candidate_outputs, precision, labels, label, logits=activation == "linear",
                              calibration_images=calibration_images_of(metadata))
     report.ran = ran
-    _diagnose(report, reference_model, Path(artifact_path), data.images)
+    diagnose(report, reference_model, Path(artifact_path), data.images)
     return report
 
 
@@ -309,7 +385,7 @@ def _keras_outputs(model, images: np.ndarray) -> list[np.ndarray]:
     return _reference.get((id(model), model_digest(model), images.shape, images.dtype.str, images_digest), run)
 
 
-def _diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarray) -> None:
+def diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarray) -> None:
     """On a failed int8 check, name the layers that lose the most; a diagnosis that fails changes nothing."""
     from .registry import BACKENDS
 
@@ -326,9 +402,14 @@ def labels_match(data: Dataset, outputs: list[np.ndarray], model_labels: Sequenc
     """Accuracy only means something when the data's classes are the model's classes."""
     if data.labels is None or len(outputs) != 1 or outputs[0].ndim != 2:
         return False
+    return classes_match(data.class_names, outputs[0].shape[1], model_labels)
+
+
+def classes_match(class_names: Sequence[str], classes: int, model_labels: Sequence[str] = ()) -> bool:
+    """The data's class names are the model's labels (or, without labels, as many as its outputs)."""
     if model_labels:
-        return tuple(model_labels) == tuple(data.class_names)
-    return len(data.class_names) == outputs[0].shape[1]
+        return tuple(model_labels) == tuple(class_names)
+    return len(class_names) == classes
 
 
 def save_reference(path: str | os.PathLike[str], outputs: list[np.ndarray], data: Dataset) -> Path:
