@@ -166,3 +166,40 @@ def test_predict_does_not_import_ray(artifacts, image_folder):
               "sys.stderr.write('RAY' if 'ray' in sys.modules else 'NO-RAY')\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.stderr.endswith("NO-RAY"), result.stderr[-500:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ray", "127.0.0.1:1"], "cannot reach Ray at 127.0.0.1:1"),
+        (["--out", "scores"], "apply only with --ray"),
+        (["--ray", "--csv"], "--csv cannot be combined with --ray"),
+        (["--threads", "2", "--ray"], "--threads cannot be combined with --ray"),
+    ],
+)
+def test_bad_ray_arguments_are_one_line_errors(artifacts, image_folder, extra, message):
+    result = subprocess.run([sys.executable, "-m", "resnet_edge.cli", "predict", str(artifacts["tflite-int8"]),
+                             str(image_folder), *extra], capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_path_after_ray_is_not_taken_for_an_address(image_folder):
+    from resnet_edge.scale.cluster import connect
+
+    with pytest.raises(InvalidArgumentError, match="write --ray=ADDRESS"):
+        connect(str(image_folder))
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["predict", "m", "x", "--ray"], ["predict", "m", "x", "--ray=local"]),
+        (["predict", "m", "x", "--ray", "--json"], ["predict", "m", "x", "--ray=local", "--json"]),
+        (["predict", "m", "x", "--ray", "auto"], ["predict", "m", "x", "--ray", "auto"]),
+    ],
+)
+def test_ray_takes_an_optional_address(argv, expected):
+    from resnet_edge.cli import fill_optional_values
+
+    assert fill_optional_values(argv) == expected

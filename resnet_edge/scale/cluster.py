@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ from ..errors import DeviceError, InvalidArgumentError
 from ..registry import row_for_file
 
 LOOPBACK = "127.0.0.1"
+PROBE_TIMEOUT_S = 5.0
+LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses the loopback address as the node's (its macOS default)
 GPU_DEVICES = ("cuda", "tensorrt-ep", "jetson")
 
 
@@ -23,26 +27,43 @@ def import_ray() -> ModuleType:
     return lazy_import("ray", extra="scale")
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``), or start a local
-    one bound to loopback when ``address`` is None or ``local``; True when this call started Ray.
+def _local(address: str | None) -> bool:
+    return address in (None, "", "local") and not os.environ.get("RAY_ADDRESS")
 
-    A Ray already running in this process is reused as it is.
+
+def _probe(address: str) -> None:
+    """Fail in seconds on a cluster address nothing listens at (Ray itself retries for minutes)."""
+    host_port = address.removeprefix("ray://").rsplit(":", 1)
+    if address == "auto" or len(host_port) != 2 or not host_port[1].isdigit():
+        return
+    try:
+        socket.create_connection((host_port[0], int(host_port[1])), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise DeviceError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from exc
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; ``$RAY_ADDRESS`` when
+    None), or start a local one on loopback; True when this call started Ray.
+
+    A local Ray advertises 127.0.0.1 (Ray's own local-only mode, set before Ray is imported), so nothing of it
+    is reached through another interface. A Ray already running in this process is reused as it is.
     """
+    if address not in (None, "", "local", "auto") and Path(address).exists():
+        raise InvalidArgumentError(f"--ray takes a cluster address, not the path {address!r}; "
+                                   "write --ray=ADDRESS, or put --ray after the images")
+    if _local(address) and "ray" not in sys.modules:
+        os.environ.setdefault(LOCAL_ONLY, "0")
     ray = import_ray()
     if ray.is_initialized():
         return False
-    options = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
-    if address in (None, "", "local"):
-        if os.environ.get("RAY_ADDRESS"):
-            options["address"] = os.environ["RAY_ADDRESS"]
-        else:
-            options.update(num_cpus=num_cpus, _node_ip_address=LOOPBACK)
+    options: dict[str, object] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                                  "log_to_driver": False}
+    if _local(address):
+        options.update(num_cpus=num_cpus, _node_ip_address=LOOPBACK)
     else:
-        if Path(address).exists():
-            raise InvalidArgumentError(f"--ray takes a cluster address, not the path {address!r}; "
-                                       "write --ray=ADDRESS, or put --ray after the images")
-        options["address"] = address
+        options["address"] = os.environ["RAY_ADDRESS"] if address in (None, "", "local") else address
+        _probe(str(options["address"]))
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
