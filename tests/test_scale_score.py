@@ -177,11 +177,12 @@ def test_predict_does_not_import_ray(artifacts, image_folder):
         (["--threads", "2", "--ray"], "--threads cannot be combined with --ray"),
     ],
 )
-def test_bad_ray_arguments_are_one_line_errors(artifacts, image_folder, extra, message):
+def test_bad_ray_arguments_are_one_line_errors(artifacts, image_folder, tmp_path, extra, message):
     result = subprocess.run([sys.executable, "-m", "resnet_edge.cli", "predict", str(artifacts["tflite-int8"]),
-                             str(image_folder), *extra], capture_output=True, text=True, timeout=120)
+                             str(image_folder), *extra], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []  # no half-made output folder
 
 
 def test_a_path_after_ray_is_not_taken_for_an_address(image_folder):

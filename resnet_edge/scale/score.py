@@ -105,20 +105,25 @@ def _manifest(artifact: Path, paths: Sequence[str], shard_size: int, top_k: int)
             "shard_size": shard_size, "top_k": top_k}
 
 
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    """Refuse to mix two runs' shards in one folder; record the run on first use."""
+def _check_manifest(out: Path, manifest: dict[str, Any]) -> bool:
+    """Refuse to mix two runs' shards in one folder; True when the folder already records this run."""
     path = out / MANIFEST
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable scoring manifest ({first_line(exc)})") from exc
-        changed = [key for key in manifest if previous.get(key) != manifest[key]]
-        if changed:
-            raise InvalidArgumentError(f"{out} holds results of another run ({', '.join(changed)} differ); "
-                                       "use a new --out folder, or delete it to start over")
-        return
-    with atomic_path(path) as tmp:
+    if not path.is_file():
+        return False
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable scoring manifest ({first_line(exc)})") from exc
+    changed = [key for key in manifest if previous.get(key) != manifest[key]]
+    if changed:
+        raise InvalidArgumentError(f"{out} holds results of another run ({', '.join(changed)} differ); "
+                                   "use a new --out folder, or delete it to start over")
+    return True
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
@@ -170,8 +175,8 @@ def score(
     started = time.perf_counter()
     paths = image_paths(source)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out, _manifest(artifact, paths, shard_size, top_k))
+    manifest = _manifest(artifact, paths, shard_size, top_k)
+    recorded = _check_manifest(out, manifest)
     shards = [range(start, min(start + shard_size, len(paths))) for start in range(0, len(paths), shard_size)]
     parts = [out / shard_name(i) for i in range(len(shards))]
     pending = {i for i, shard in enumerate(shards) if not _finished(parts[i], len(shard))}
@@ -181,6 +186,8 @@ def score(
         with session(address):
             plan = plan_workers(artifact, device, workers)
             summary.workers, summary.device = plan.actors, plan.device
+            if not recorded:  # only once the run can start: a failed start leaves no folder behind
+                _write_manifest(out, manifest)
             _run(artifact, paths, shards, parts, pending, plan, top_k, batch_size, summary, progress)
     _count(summary, parts)
     summary.seconds = time.perf_counter() - started
