@@ -8,8 +8,10 @@ accuracy measured at export is the accuracy at run time.
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +76,34 @@ def _decode_request(image: Image.Image, size: tuple[int, int], policy: str) -> t
     return max(1, math.ceil(width / factor)), max(1, math.ceil(height / factor))
 
 
+def _decode(
+    source: str | os.PathLike[str] | io.BytesIO, name: str, size: tuple[int, int] | None, policy: str,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Decode a path or file object: the one code path of :func:`load_image` and :func:`decode_image`."""
+    try:
+        with Image.open(source) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise DataError(f"{name}: image too large: {width}x{height} pixels (limit {max_pixels})")
+            if size is not None and image.format == "JPEG":
+                image.draft(None, _decode_request(image, size, check_policy(policy)))
+            image.load()
+            rgb = _pil_to_rgb(image)
+    except FileNotFoundError as exc:
+        raise DataError(f"{name}: no such image file") from exc
+    except Image.DecompressionBombError as exc:
+        if max_pixels is None:
+            raise DataError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        raise DataError(f"{name}: image too large: {claimed.group(1) if claimed else 'too many'} pixels "
+                        f"(limit {max_pixels})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        reason = str(exc).replace(f" {source!r}", "") if isinstance(source, io.BytesIO) else exc
+        raise DataError(f"{name}: cannot decode image ({type(exc).__name__}: {reason})") from exc
+    return rgb if size is None else fit_image(rgb, size, policy)
+
+
 def load_image(
     path: str | os.PathLike[str], size: tuple[int, int] | None = None, policy: str = "squash",
 ) -> np.ndarray:
@@ -82,17 +112,21 @@ def load_image(
     With ``size``, the image is fitted to it under ``policy``, and a JPEG is decoded at the reduced
     scale (DCT scaling, 1/2 to 1/8) that still has at least one source pixel per model pixel.
     """
-    try:
-        with Image.open(path) as image:
-            if size is not None and image.format == "JPEG":
-                image.draft(None, _decode_request(image, size, check_policy(policy)))
-            image.load()
-            rgb = _pil_to_rgb(image)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such image file") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
-    return rgb if size is None else fit_image(rgb, size, policy)
+    return _decode(path, str(path), size, policy)
+
+
+def decode_image(
+    data: bytes, size: tuple[int, int] | None = None, policy: str = "squash", name: str = "image",
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Encoded image bytes (an upload, a message) to RGB ``uint8`` HWC, exactly as :func:`load_image` decodes a file.
+
+    ``max_pixels`` refuses an image whose header claims more pixels before any is decoded: a few
+    bytes of PNG can declare 30000x30000, so untrusted input needs a bound.
+    """
+    if not data:
+        raise DataError(f"{name}: empty image data")
+    return _decode(io.BytesIO(data), name, size, policy, max_pixels)
 
 
 def _as_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
