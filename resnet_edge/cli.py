@@ -42,6 +42,10 @@ DEVICE_TEXT = "auto (the first that works), " + ", ".join(f"{name} ({text})" for
 DeviceOption = Annotated[str, typer.Option(help=DEVICE_TEXT)]
 BackendOption = Annotated[str | None, typer.Option(help=f"Run with this backend instead of the one the suffix names "
                                                         f"({', '.join(BACKENDS)}; e.g. an .onnx with openvino).")]
+RAY_HELP = ("Run on Ray (pip install 'resnet-edge[scale]'): a local Ray on 127.0.0.1 when no ADDRESS is given "
+            "(or $RAY_ADDRESS when set), else the cluster at ADDRESS (auto, HOST:6379 or ray://HOST:10001).")
+RayOption = Annotated[str | None, typer.Option("--ray", metavar="[ADDRESS]", help=RAY_HELP)]
+OPTIONAL_VALUES = {"--ray": "local"}  # options whose value may be left out
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -391,8 +395,14 @@ def predict(
                                               "current (default: cameras and URLs yes, files no).")] = None,
     as_json: JsonFlag = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV rows (source,rank,label,index,score).")] = False,
+    ray: RayOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="With --ray: folder of Parquet shards "
+                                                 "(path, labels, indices, scores, error); a rerun resumes it.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="With --ray: model actors (default: one per GPU, "
+                                                "else one per CPU of the cluster).")] = None,
+    shard_size: Annotated[int, typer.Option(min=1, help="With --ray: images per Parquet shard (the unit of resume).")] = 1024,
 ) -> None:
-    """Label images (or a video stream) with any exported model."""
+    """Label images (or a video stream) with any exported model; on Ray with --ray (inputs may be .parquet/.csv path lists)."""
     from rich.progress import Progress
 
     from .runtime import load
@@ -402,6 +412,18 @@ def predict(
         raise InvalidArgumentError("give images, folders or globs to label, or --source VIDEO|CAMERA")
     if as_json and as_csv:
         raise InvalidArgumentError("--json and --csv cannot be combined")
+    if ray is None and (out_dir is not None or workers is not None or shard_size != 1024):
+        raise InvalidArgumentError("--out, --workers and --shard-size apply only with --ray")
+    if ray is not None:
+        given = [flag for flag, used in (("--source", source is not None), ("--csv", as_csv), ("--strict", strict),
+                                         ("--backend", backend is not None), ("--threads", threads is not None))
+                 if used]
+        if given:
+            raise InvalidArgumentError(f"{', '.join(given)} cannot be combined with --ray "
+                                       "(each Ray worker runs one thread and writes Parquet)")
+        _predict_on_ray(model, inputs or [], ray, out_dir or Path("predictions"), device, top_k, batch_size,
+                        workers, shard_size, as_json)
+        return
     with load(model, device=device, backend=backend, threads=threads) as predictor:
         if not (as_json or as_csv):
             say(f"{model.name}: {predictor.backend.name} on {predictor.device}")
@@ -421,6 +443,22 @@ def predict(
                 skipped += run.skipped
                 progress.advance(task, len(chunk))
     _print_predictions(predictions, skipped, as_json, as_csv)
+
+
+def _predict_on_ray(model: Path, inputs: list[str], address: str, out_dir: Path, device: str, top_k: int,
+                    batch_size: int, workers: int | None, shard_size: int, as_json: bool) -> None:
+    from .scale.score import score
+
+    summary = score(model, inputs, out_dir, top_k=top_k, address=address, workers=workers, device=device,
+                    batch_size=batch_size, shard_size=shard_size, progress=None if as_json else say)
+    if as_json:
+        print_json(summary.to_dict() | {"parts": len(summary.parts)})
+        return
+    resumed = f", {summary.shards_skipped} already done" if summary.shards_skipped else ""
+    out.print(f"scored {summary.scored} images ({summary.unreadable} unreadable) into {summary.shards} shards in "
+              f"{out_dir}{resumed}; {summary.images_per_s:.1f} images/s on {summary.workers} worker(s), {summary.device}")
+    if summary.first_unreadable:
+        warn(f"{summary.unreadable} unreadable image(s), first: {summary.first_unreadable}")
 
 
 def _print_predictions(predictions, skipped: list[str], as_json: bool, as_csv: bool) -> None:
@@ -478,13 +516,25 @@ def parity(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     save_outputs: Annotated[Path | None, typer.Option(help="Save the reference outputs and images (.npz) for another machine.")] = None,
     load_outputs: Annotated[Path | None, typer.Option(help="Compare against reference outputs saved with --save-outputs.")] = None,
+    ray: RayOption = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="With --ray: comparing actors (default: one per GPU, "
+                                                "else one per CPU of the cluster).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Compare artifacts with the float model on real images; exit 1 when any is outside its tolerance."""
+    """Compare artifacts with the float model on real images; exit 1 when any is outside its tolerance.
+
+    With --ray, every image of the --data folder is compared on Ray (no --n sample) and the figures are
+    reduced exactly: the same report as in-process on the same images.
+    """
     from .data import load_dataset
     from .parity import compare, load_reference, run_outputs, save_reference
     from .runtime import load
 
+    if ray is None and workers is not None:
+        raise InvalidArgumentError("--workers applies only with --ray")
+    if ray is not None:
+        _parity_on_ray(paths, data, ray, workers, device, batch_size, save_outputs, load_outputs, as_json)
+        return
     reference = None
     if load_outputs is not None:
         reference_outputs, dataset = load_reference(load_outputs)
@@ -516,6 +566,28 @@ def parity(
         print_json([r.to_dict() for r in reports])
     else:
         _print_parity(reports)
+    if not all(reports):
+        raise typer.Exit(1)
+
+
+def _parity_on_ray(paths: list[Path], data: str, address: str, workers: int | None, device: str, batch_size: int,
+                   save_outputs: Path | None, load_outputs: Path | None, as_json: bool) -> None:
+    from .scale.parity import parity_on_ray
+
+    if save_outputs is not None or load_outputs is not None:
+        raise InvalidArgumentError("--save-outputs and --load-outputs cannot be combined with --ray")
+    if len(paths) < 2:
+        raise InvalidArgumentError("give the Keras model and at least one artifact to compare")
+    if paths[0].suffix not in (".keras", ".h5"):
+        raise InvalidArgumentError(f"{paths[0]}: the reference must be a Keras model (.keras/.h5)")
+    reports, unreadable = parity_on_ray(paths[0], paths[1:], data, address=address, workers=workers, device=device,
+                                        batch_size=batch_size, progress=None if as_json else say)
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+    else:
+        _print_parity(reports)
+    if unreadable:
+        warn(f"left out {len(unreadable)} unreadable image(s), first: {unreadable[0]}")
     if not all(reports):
         raise typer.Exit(1)
 
@@ -652,9 +724,54 @@ def optimize(
         out.print(line)
 
 
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help=f"Any artifact: {', '.join(known_suffixes())}.")],
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback exposes the model to the "
+                                           "network with no authentication.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    replicas: Annotated[int, typer.Option(min=1, help="Model replicas; the cluster's CPUs are shared among them.")] = 1,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most requests one model call takes.")] = 16,
+    batch_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long a batch waits to fill.")] = 5.0,
+    top_k: Annotated[int, typer.Option(min=1, help="Labels per answer (a request may ask ?top_k=N).")] = 5,
+    device: DeviceOption = "auto",
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body; bigger ones get 413.")] = 10.0,
+    ray: RayOption = None,
+) -> None:
+    """Serve a model over HTTP on Ray Serve: POST /predict (image bytes) gives top-k JSON, GET /health; Ctrl-C stops."""
+    from .scale.serve import run_server
+
+    def ready(url: str) -> None:
+        say(f"serving {model.name} at {url} (max batch {max_batch}, wait {batch_wait_ms:g} ms, {replicas} replica(s)); "
+            "Ctrl-C stops")
+        say(f"  curl --data-binary @image.jpg {url}/predict")
+
+    def message(text: str) -> None:
+        if text.startswith("warning: "):
+            warn(text.removeprefix("warning: "))
+        else:
+            say(text)
+
+    run_server(model, host=host, port=port, replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+               top_k=top_k, device=device, max_body_bytes=int(max_body_mb * 2**20), address=ray,
+               on_ready=ready, on_message=message)
+    say("stopped")
+
+
 def fail(message: str, code: int) -> None:
     sys.stderr.write(f"error: {' '.join(message.split())}\n")
     sys.exit(code)
+
+
+def fill_optional_values(argv: list[str]) -> list[str]:
+    """``--ray`` with no value (last, or before another option) becomes ``--ray=local``."""
+    filled = []
+    for position, token in enumerate(argv):
+        following = argv[position + 1] if position + 1 < len(argv) else None
+        if token in OPTIONAL_VALUES and (following is None or following.startswith("-")):
+            token = f"{token}={OPTIONAL_VALUES[token]}"
+        filled.append(token)
+    return filled
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -662,7 +779,8 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = lambda message, *args, **kwargs: warn(message)
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="resnet-edge", standalone_mode=False)
+        args = fill_optional_values(sys.argv[1:] if argv is None else list(argv))
+        code = command.main(args=args, prog_name="resnet-edge", standalone_mode=False)
     except ResnetEdgeError as exc:
         fail(str(exc), 2)
     except KeyboardInterrupt:
