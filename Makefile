@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO := out/demo
 FORMATS := onnx,onnx-fp16,onnx-int8,tflite,tflite-fp16,tflite-int8,openvino,openvino-int8
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench bench-scale lint clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results
+
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py --out benchmarks/results
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,164 @@
+"""`make bench-scale`: batch scoring on Ray against in-process predict, 1 and 2 workers, and Ray Serve's dynamic
+batching against --max-batch 1 under 16 concurrent clients.
+
+ResNet-18 on digits, tflite-int8, 5,000 PNG files. Ray is started once, on loopback, before anything is timed (a
+cluster outlives a job); each scoring run includes starting its actors and loading the model in them. Writes
+``<out>/scale/scale.json`` and ``scale.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from run import FULL, QUICK, digits_model, say
+
+from resnet_edge.atomic import atomic_path
+from resnet_edge.report import machine_description
+
+FORMAT = "tflite-int8"
+TARGET_BATCH = 0.8
+TARGET_SERVE = 1.5
+
+
+def artifact_and_images(out: Path, count: int, quick: bool) -> tuple[Path, Path]:
+    """The int8 digits model and ``count`` PNG files of digits (reused when present)."""
+    from PIL import Image
+
+    from resnet_edge.calibration import CalibrationSet
+    from resnet_edge.data import load_digits
+    from resnet_edge.export import export
+
+    folder = out / "scale"
+    artifact = folder / "resnet18_digits_int8.tflite"
+    if not artifact.exists():
+        model = digits_model(out, QUICK if quick else FULL, quick)
+        say(f"exporting {model.name} to {FORMAT}")
+        export(model, FORMAT, artifact, calibration=CalibrationSet.from_source("digits", (32, 32), 300), verify=True)
+    images = folder / f"digits_{count}"
+    if not images.exists() or len(list(images.iterdir())) != count:
+        shutil.rmtree(images, ignore_errors=True)
+        images.mkdir(parents=True)
+        digits = load_digits((32, 32))
+        for index in range(count):
+            Image.fromarray(digits.images[index % len(digits)]).save(images / f"{index:05d}.png")
+    return artifact, images
+
+
+def in_process(artifact: Path, images: Path, repeats: int) -> dict[str, Any]:
+    """``predict`` in this process on every usable core: the model loaded once, then the whole folder."""
+    from resnet_edge.runtime import load
+
+    rates = []
+    with load(artifact) as predictor:
+        predictor.predict(next(images.iterdir()))
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run = predictor.predict(images, top_k=5, batch_size=64)
+            rates.append(len(run.predictions) / (time.perf_counter() - started))
+    return {"images_per_s": statistics.median(rates), "runs": rates}
+
+
+def on_ray(artifact: Path, images: Path, workers: int, repeats: int, scratch: Path) -> dict[str, Any]:
+    """``scale.score`` with ``workers`` actors: end to end (actor start and model load included) and steady
+    (from the first shard written to the last)."""
+    from resnet_edge.scale.score import score
+
+    end_to_end, steady = [], []
+    for _ in range(repeats):
+        shutil.rmtree(scratch, ignore_errors=True)
+        written: list[float] = []
+        summary = score(artifact, images, scratch, top_k=5, workers=workers, batch_size=64, shard_size=250,
+                        progress=lambda message, stamps=written: stamps.append(time.perf_counter()))
+        end_to_end.append(summary.images_per_s)
+        steady.append((len(written) - 1) * 250 / (written[-1] - written[0]))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"workers": workers, "images_per_s": statistics.median(end_to_end),
+            "steady_images_per_s": statistics.median(steady), "runs": end_to_end, "steady_runs": steady}
+
+
+def batch_scoring(artifact: Path, images: Path, repeats: int, scratch: Path) -> dict[str, Any]:
+    local = in_process(artifact, images, repeats)
+    say(f"in-process predict: {local['images_per_s']:.0f} images/s")
+    ray = {}
+    for workers in (1, 2):
+        ray[workers] = on_ray(artifact, images, workers, repeats, scratch)
+        say(f"Ray, {workers} worker(s): {ray[workers]['images_per_s']:.0f} images/s end to end, "
+            f"{ray[workers]['steady_images_per_s']:.0f} steady")
+    two = ray[2]
+    return {"images": len(list(images.iterdir())), "in_process": local, "ray_1": ray[1], "ray_2": two,
+            "ratio_end_to_end": two["images_per_s"] / local["images_per_s"],
+            "ratio_steady": two["steady_images_per_s"] / local["images_per_s"],
+            "scaling_1_to_2": two["images_per_s"] / ray[1]["images_per_s"],
+            "scaling_1_to_2_steady": two["steady_images_per_s"] / ray[1]["steady_images_per_s"]}
+
+
+def serving(artifact: Path, images: Path, requests: int) -> dict[str, Any]:
+    from serve_bench import bench_serve
+
+    result = bench_serve(artifact, next(images.iterdir()), clients=16, requests=requests)
+    say(f"serve: {json.dumps(result)}")
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    machine, scoring, serve = result["machine"], result["batch"], result.get("serve")
+    lines = [f"# Scale-out on Ray ({machine['cpu']}, {machine['usable_cores']} usable cores)", "",
+             f"`{result['command']}`", "",
+             f"## Batch scoring: ResNet-18 digits {FORMAT}, {scoring['images']} PNG files, local Ray (2 CPUs, loopback)",
+             "", "| | images/s end to end | images/s steady | vs in-process |", "|---|---:|---:|---:|",
+             f"| in-process `predict` (every core) | {scoring['in_process']['images_per_s']:.0f} | | 1.00× |"]
+    for key in ("ray_1", "ray_2"):
+        row = scoring[key]
+        lines.append(f"| Ray, {row['workers']} worker(s) | {row['images_per_s']:.0f} | {row['steady_images_per_s']:.0f} "
+                     f"| {row['images_per_s'] / scoring['in_process']['images_per_s']:.2f}× end to end, "
+                     f"{row['steady_images_per_s'] / scoring['in_process']['images_per_s']:.2f}× steady |")
+    lines += ["", f"Target ≥ {TARGET_BATCH}× in-process: end to end {scoring['ratio_end_to_end']:.2f}×, "
+                  f"steady {scoring['ratio_steady']:.2f}×. Scaling 1 → 2 workers: {scoring['scaling_1_to_2']:.2f}× end "
+                  f"to end, {scoring['scaling_1_to_2_steady']:.2f}× steady."]
+    if serve:
+        lines += ["", "## Serving: Ray Serve, 16 concurrent clients on 127.0.0.1", "",
+                  "| max batch | requests/s | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
+        for key in ("batched", "unbatched"):
+            row = serve[key]
+            lines.append(f"| {row['max_batch']} | {row['requests_per_s']:.0f} | {row['p50_ms']:.1f} | "
+                         f"{row['p99_ms']:.1f} | {row['errors']} |")
+        lines += ["", f"Target ≥ {TARGET_SERVE}× the requests/s of max batch 1: {serve['ratio']:.2f}×."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=3000, help="Requests per serving configuration.")
+    parser.add_argument("--quick", action="store_true", help="Fewer images and requests: a smoke run.")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.repeats, args.requests = 1000, 1, 500
+    from resnet_edge.scale.cluster import session
+
+    artifact, images = artifact_and_images(args.out, args.images, args.quick)
+    result: dict[str, Any] = {"machine": machine_description(),
+                              "command": "python benchmarks/scale.py " + shlex.join(sys.argv[1:])}
+    with session(num_cpus=2):
+        result["batch"] = batch_scoring(artifact, images, args.repeats, args.out / "scale" / "scores")
+    result["serve"] = serving(artifact, images, args.requests)
+    folder = args.out / "scale"
+    with atomic_path(folder / "scale.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(folder / "scale.md") as tmp:
+        tmp.write_text(markdown(result), encoding="utf-8")
+    sys.stdout.write(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
