@@ -65,7 +65,7 @@ def test_scores_match_in_process_and_resume_adds_nothing(ray_local, artifacts, i
 
     expected, skipped = in_process
     out = tmp_path / "scores"
-    summary = score(artifacts["tflite-int8"], image_folder, out, top_k=3, shard_size=64, batch_size=32)
+    summary = score(artifacts["tflite-int8"], image_folder, out, top_k=3, shard_size=64, batch_size=32, task_rows=32)
     assert (summary.scored, summary.unreadable, summary.shards, summary.shards_written) == (IMAGES, 1, 5, 5)
     assert "broken.png" in summary.first_unreadable and "cannot decode" in summary.first_unreadable
     rows = read_rows(out)
@@ -79,7 +79,7 @@ def test_scores_match_in_process_and_resume_adds_nothing(ray_local, artifacts, i
         np.testing.assert_allclose(row["scores"], mine.scores, atol=1e-6)
 
     (out / "part-00002.parquet").unlink()
-    resumed = score(artifacts["tflite-int8"], image_folder, out, top_k=3, shard_size=64, batch_size=32)
+    resumed = score(artifacts["tflite-int8"], image_folder, out, top_k=3, shard_size=64, batch_size=32, task_rows=32)
     assert (resumed.shards_skipped, resumed.shards_written, resumed.processed) == (4, 1, 64)
     assert read_rows(out) == rows
 
@@ -94,7 +94,7 @@ def test_a_killed_worker_loses_and_duplicates_no_row(ray_local, artifacts, image
             killed.append(kill_one_actor())
 
     out = tmp_path / "scores"
-    summary = score(artifacts["tflite-int8"], image_folder, out, top_k=1, shard_size=16, batch_size=8,
+    summary = score(artifacts["tflite-int8"], image_folder, out, top_k=1, shard_size=16, batch_size=8, task_rows=8,
                     progress=kill_after_first_shard)
     assert killed == [True]
     assert summary.scored + summary.unreadable == IMAGES + 1
@@ -111,7 +111,7 @@ def test_another_run_into_the_same_folder_is_refused(artifacts, image_folder, tm
         score(artifacts["tflite-int8"], image_folder, out)
 
 
-@pytest.mark.parametrize("kwargs", [{"top_k": 0}, {"shard_size": 0}, {"batch_size": 0}])
+@pytest.mark.parametrize("kwargs", [{"top_k": 0}, {"shard_size": 0}, {"batch_size": 0}, {"task_rows": 0}])
 def test_bad_arguments_are_one_line_errors(artifacts, image_folder, tmp_path, kwargs):
     from resnet_edge.scale.score import score
 

@@ -22,6 +22,7 @@ from ..data import Dataset, scan_folder
 from ..errors import DataError, InvalidArgumentError, first_line
 from ..parity import ParityReport, RowStats, calibration_images_of, classes_match, diagnose, reduce_stats
 from .cluster import import_ray, plan_workers, quiet_data, session
+from .score import TASK_ROWS
 
 DIAGNOSIS_IMAGES = 32
 
@@ -114,10 +115,12 @@ def parity_on_ray(
         ray = import_ray()
         quiet_data(ray)
         plan = plan_workers(artifacts[0], device, workers)
+        per_task = max(1, min(TASK_ROWS // batch_size, -(-len(chunks) // plan.actors)))
         dataset = ray.data.from_items([{"batch": i, "paths": chunk} for i, chunk in enumerate(chunks)],
-                                      override_num_blocks=len(chunks))
+                                      override_num_blocks=-(-len(chunks) // per_task))
         compared = dataset.map_batches(
-            ParityActor, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            ParityActor, batch_size=per_task, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
             fn_constructor_kwargs={"model": str(model.resolve()), "artifacts": [str(a.resolve()) for a in artifacts],
                                    "device": plan.device, "threads": plan.threads, "batch_size": batch_size},
             **plan.remote_args())

@@ -26,6 +26,7 @@ from .sources import image_paths
 
 MANIFEST = "_scoring.json"
 SCHEMA = 1
+TASK_ROWS = 1024  # images per Ray task: each task costs milliseconds of scheduling, so small ones starve the model
 
 
 @dataclass
@@ -62,11 +63,11 @@ def shard_name(index: int) -> str:
 class ScoreActor:
     """One Predictor per actor (threads pinned by the plan); a batch of paths in, one row per path out."""
 
-    def __init__(self, artifact: str, device: str, threads: int, top_k: int) -> None:
+    def __init__(self, artifact: str, device: str, threads: int, top_k: int, batch_size: int) -> None:
         from ..runtime import load
 
         self.predictor = load(artifact, device=device, threads=threads)
-        self.top_k = top_k
+        self.top_k, self.batch_size = top_k, batch_size
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         import pyarrow as pa
@@ -74,7 +75,7 @@ class ScoreActor:
         from ..preprocess import load_image
 
         paths = [str(p) for p in batch["path"]]
-        run = self.predictor.predict([Path(p) for p in paths], top_k=self.top_k, batch_size=max(1, len(paths)))
+        run = self.predictor.predict([Path(p) for p in paths], top_k=self.top_k, batch_size=self.batch_size)
         found = {p.source: p for p in run.predictions}
         labels, indices, scores, errors = [], [], [], []
         for path in paths:
@@ -156,8 +157,9 @@ def score(
     address: str | None = None,
     workers: int | None = None,
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int = 32,
     shard_size: int = 1024,
+    task_rows: int = TASK_ROWS,
     progress: Callable[[str], None] | None = None,
 ) -> ScoreSummary:
     """Score every image of ``source`` with ``artifact`` on Ray, into ``out/part-NNNNN.parquet``.
@@ -165,10 +167,12 @@ def score(
     Rows: ``row`` (position in the source), ``path``, ``labels``/``indices``/``scores`` (top-k, best first) and
     ``error`` (why an image could not be read; its top-k lists are empty). A rerun into the same ``out`` skips
     the shards already written. ``address`` is a Ray cluster (None or ``local`` starts one on loopback).
+    ``batch_size`` images go through the model at once; ``task_rows`` images make one Ray task (the unit Ray
+    schedules and retries).
     """
     artifact = Path(artifact)
-    if top_k < 1 or batch_size < 1 or shard_size < 1:
-        raise InvalidArgumentError("top-k, batch size and shard size must be at least 1")
+    if min(top_k, batch_size, shard_size, task_rows) < 1:
+        raise InvalidArgumentError("top-k, batch size, shard size and task rows must be at least 1")
     row_for_file(artifact)
     if not artifact.is_file():
         raise InvalidArgumentError(f"{artifact}: no such model file")
@@ -188,25 +192,27 @@ def score(
             summary.workers, summary.device = plan.actors, plan.device
             if not recorded:  # only once the run can start: a failed start leaves no folder behind
                 _write_manifest(out, manifest)
-            _run(artifact, paths, shards, parts, pending, plan, top_k, batch_size, summary, progress)
+            _run(artifact, paths, shards, parts, pending, plan, top_k, batch_size, task_rows, summary, progress)
     _count(summary, parts)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _run(artifact: Path, paths: list[str], shards: list[range], parts: list[Path], pending: set[int],
-         plan: WorkerPlan, top_k: int, batch_size: int, summary: ScoreSummary,
+         plan: WorkerPlan, top_k: int, batch_size: int, task_rows: int, summary: ScoreSummary,
          progress: Callable[[str], None] | None) -> None:
     """Stream the pending rows through the actor pool; write each shard as soon as all its rows are back."""
     ray = import_ray()
     quiet_data(ray)
     rows = [{"row": r, "path": paths[r]} for i in sorted(pending) for r in shards[i]]
     shard_size = len(shards[0])
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // batch_size)))
+    task_rows = min(task_rows, -(-len(rows) // plan.actors))  # every actor gets work, even on a short job
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // task_rows)))
     scored = dataset.map_batches(
         ScoreActor, fn_constructor_kwargs={"artifact": str(artifact.resolve()), "device": plan.device,
-                                           "threads": plan.threads, "top_k": top_k},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_format="numpy", **plan.remote_args())
+                                           "threads": plan.threads, "top_k": top_k, "batch_size": batch_size},
+        batch_size=task_rows, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_format="numpy",
+        **plan.remote_args())
     waiting: dict[int, dict[int, dict[str, Any]]] = {i: {} for i in pending}
     for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
         schema = block.schema
