@@ -77,6 +77,31 @@ def on_ray(artifact: Path, images: Path | list[str], workers: int, repeats: int,
     return {"workers": workers, "images_per_s": statistics.median(rates), "runs": rates}
 
 
+class Passthrough:
+    """A Ray Data actor that does nothing: what a job costs before any model runs."""
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return batch
+
+
+def ray_data_floor(rows: int, repeats: int) -> float:
+    """Seconds for an empty Ray Data job of ``rows`` rows on a 2-actor pool, as ``score`` runs one."""
+    from resnet_edge.scale.cluster import import_ray, quiet_data
+    from resnet_edge.scale.score import TASK_ROWS
+
+    ray = import_ray()
+    quiet_data(ray)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        dataset = ray.data.from_items([{"row": i} for i in range(rows)], override_num_blocks=-(-rows // TASK_ROWS))
+        passed = dataset.map_batches(Passthrough, batch_size=TASK_ROWS, num_cpus=1,
+                                     compute=ray.data.ActorPoolStrategy(size=2))
+        sum(len(block["row"]) for block in passed.iter_batches(batch_size=None))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def batch_scoring(artifact: Path, images: Path, repeats: int, scratch: Path, long_images: int) -> dict[str, Any]:
     """5,000 images in-process and on 1 and 2 workers; then ``long_images`` (the same files over again) in-process
     and on 2 workers, to show the fixed cost of starting a Ray Data job spread over a longer one."""
@@ -90,14 +115,17 @@ def batch_scoring(artifact: Path, images: Path, repeats: int, scratch: Path, lon
     files = sorted(str(p) for p in images.iterdir())
     longer = (files * (long_images // len(files) + 1))[:long_images]
     long_local = in_process(artifact, longer, 1)
-    long_ray = on_ray(artifact, longer, 2, 1, scratch)
-    say(f"{long_images} images: in-process {long_local['images_per_s']:.0f}/s, Ray 2 workers "
-        f"{long_ray['images_per_s']:.0f}/s end to end")
-    return {"images": len(files), "in_process": local, "ray_1": ray[1], "ray_2": two,
+    long_one, long_ray = on_ray(artifact, longer, 1, 1, scratch), on_ray(artifact, longer, 2, 1, scratch)
+    say(f"{long_images} images: in-process {long_local['images_per_s']:.0f}/s, Ray 1 worker "
+        f"{long_one['images_per_s']:.0f}/s, 2 workers {long_ray['images_per_s']:.0f}/s end to end")
+    floor = ray_data_floor(len(files), repeats)
+    say(f"an empty Ray Data job of {len(files)} rows on 2 actors: {floor:.2f} s")
+    return {"images": len(files), "in_process": local, "ray_1": ray[1], "ray_2": two, "empty_job_s": floor,
             "ratio_end_to_end": two["images_per_s"] / local["images_per_s"],
             "scaling_1_to_2": two["images_per_s"] / ray[1]["images_per_s"],
-            "long": {"images": long_images, "in_process": long_local, "ray_2": long_ray,
-                     "ratio_end_to_end": long_ray["images_per_s"] / long_local["images_per_s"]}}
+            "long": {"images": long_images, "in_process": long_local, "ray_1": long_one, "ray_2": long_ray,
+                     "ratio_end_to_end": long_ray["images_per_s"] / long_local["images_per_s"],
+                     "scaling_1_to_2": long_ray["images_per_s"] / long_one["images_per_s"]}}
 
 
 def serving(artifact: Path, images: Path, out: Path, requests: int) -> dict[str, Any]:
@@ -132,10 +160,14 @@ def markdown(result: dict[str, Any]) -> str:
     long = scoring["long"]
     lines += ["", f"Target ≥ {TARGET_BATCH}× in-process with 2 workers: {scoring['ratio_end_to_end']:.2f}×. "
                   f"Scaling 1 → 2 workers: {scoring['scaling_1_to_2']:.2f}×. Ray's figures are end to end: starting "
-                  "the job's actors and loading the model in them included (Ray itself was started before). Over a "
+                  "the job's actors and loading the model in them included (Ray itself was started before). "
+                  f"An empty Ray Data job of the same {scoring['images']} rows on 2 actors takes "
+                  f"{scoring['empty_job_s']:.2f} s here, while in-process `predict` scores them all in "
+                  f"{scoring['images'] / scoring['in_process']['images_per_s']:.2f} s. Over a "
                   f"longer job that start is spread thinner: {long['images']} images (the same files again) ran at "
-                  f"{long['in_process']['images_per_s']:.0f}/s in-process and {long['ray_2']['images_per_s']:.0f}/s "
-                  f"on 2 workers, {long['ratio_end_to_end']:.2f}×."]
+                  f"{long['in_process']['images_per_s']:.0f}/s in-process, {long['ray_1']['images_per_s']:.0f}/s on "
+                  f"1 worker and {long['ray_2']['images_per_s']:.0f}/s on 2 workers: {long['ratio_end_to_end']:.2f}× "
+                  f"in-process, and {long['scaling_1_to_2']:.2f}× from 1 to 2 workers."]
     for name, run in (serve or {}).items():
         lines += ["", f"## Serving {name} ({run['artifact']}): Ray Serve, 1 replica, 16 concurrent clients on 127.0.0.1",
                   "", "| max batch | requests/s | p50 ms | p90 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|---:|"]
