@@ -27,7 +27,8 @@ def import_ray() -> ModuleType:
     return lazy_import("ray", extra="scale")
 
 
-def _local(address: str | None) -> bool:
+def is_local(address: str | None) -> bool:
+    """Whether ``connect(address)`` starts a Ray of its own (no address given, none in ``$RAY_ADDRESS``)."""
     return address in (None, "", "local") and not os.environ.get("RAY_ADDRESS")
 
 
@@ -52,14 +53,14 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address not in (None, "", "local", "auto") and Path(address).exists():
         raise InvalidArgumentError(f"--ray takes a cluster address, not the path {address!r}; "
                                    "write --ray=ADDRESS, or put --ray after the images")
-    if _local(address) and "ray" not in sys.modules:
+    if is_local(address) and "ray" not in sys.modules:
         os.environ.setdefault(LOCAL_ONLY, "0")
     ray = import_ray()
     if ray.is_initialized():
         return False
     options: dict[str, object] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                   "log_to_driver": False}
-    if _local(address):
+    if is_local(address):
         options.update(num_cpus=num_cpus, _node_ip_address=LOOPBACK)
     else:
         options["address"] = os.environ["RAY_ADDRESS"] if address in (None, "", "local") else address
@@ -106,6 +107,21 @@ class WorkerPlan:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
 
 
+def uses_gpu(artifact: str | os.PathLike[str], device: str, gpus: float, cpus: float = 1) -> bool:
+    """Whether the model actors of ``artifact`` take a GPU: ``device`` names one, or is ``auto`` with a GPU in
+    the cluster and a backend that runs on it. A device the cluster or the backend lacks is a one-line error."""
+    row = row_for_file(artifact)
+    runs_on_gpu = any(d in GPU_DEVICES for d in row.devices)
+    wanted = device in GPU_DEVICES or (device == "auto" and gpus >= 1 and runs_on_gpu)
+    if wanted and gpus < 1:
+        raise DeviceError(f"--device {device} needs a GPU in the Ray cluster; it has none")
+    if wanted and (not runs_on_gpu or (device != "auto" and device not in row.devices)):
+        raise DeviceError(f"the {row.name} backend does not run on {device}")
+    if not wanted and cpus < 1:
+        raise DeviceError("the Ray cluster has no CPU to run on")
+    return wanted
+
+
 def plan_workers(artifact: str | os.PathLike[str], device: str = "auto", workers: int | None = None,
                  resources: dict[str, float] | None = None) -> WorkerPlan:
     """Actors for ``artifact`` from the cluster's resources (``ray.cluster_resources()`` by default).
@@ -118,15 +134,6 @@ def plan_workers(artifact: str | os.PathLike[str], device: str = "auto", workers
     if resources is None:
         resources = import_ray().cluster_resources()
     cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-    row = row_for_file(artifact)
-    gpu_device = next((d for d in row.devices if d in GPU_DEVICES), None)
-    wants_gpu = device in GPU_DEVICES or (device == "auto" and gpus > 0 and gpu_device is not None)
-    if wants_gpu:
-        if gpus < 1:
-            raise DeviceError(f"--device {device} needs a GPU in the Ray cluster; it has none")
-        if gpu_device is None or (device != "auto" and device not in row.devices):
-            raise DeviceError(f"the {row.name} backend does not run on {device}")
+    if uses_gpu(artifact, device, gpus, cpus):
         return WorkerPlan(workers or gpus, num_cpus=1, num_gpus=1, threads=1, device=device)
-    if cpus < 1:
-        raise DeviceError("the Ray cluster has no CPU to run on")
     return WorkerPlan(workers or cpus, num_cpus=1, num_gpus=0, threads=1, device="cpu" if device == "auto" else device)

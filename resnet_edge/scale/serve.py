@@ -14,7 +14,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import re
 import signal
 import socket
@@ -33,7 +32,7 @@ import numpy as np
 from .._lazy import lazy_import
 from ..errors import DataError, DeviceError, InvalidArgumentError, ResnetEdgeError, first_line
 from ..registry import DEVICES, row_for_file
-from .cluster import GPU_DEVICES, LOOPBACK, connect, import_ray
+from .cluster import LOOPBACK, connect, import_ray, is_local, uses_gpu
 
 APP_NAME = "resnet-edge"
 DEFAULT_PORT = 8000
@@ -233,12 +232,7 @@ def build_app(
     if resources is None:
         resources = import_ray().cluster_resources()
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-    row = row_for_file(path)
-    wants_gpu = device in GPU_DEVICES or (device == "auto" and gpus >= 1 and any(d in GPU_DEVICES for d in row.devices))
-    if wants_gpu and gpus < 1:
-        raise DeviceError(f"--device {device} needs a GPU in the Ray cluster; it has none")
-    if cpus < 1 and not wants_gpu:
-        raise DeviceError("the Ray cluster has no CPU to run on")
+    wants_gpu = uses_gpu(path, device, gpus, cpus)
     actor_options = {"num_cpus": min(1.0, cpus / replicas) if cpus else 0,
                      "num_gpus": min(1.0, gpus / replicas) if wants_gpu else 0}
     options = ServeOptions(str(path.resolve()), max_batch=max_batch, batch_wait_s=batch_wait_ms / 1000, top_k=top_k,
@@ -329,8 +323,7 @@ def start(
     if not is_loopback(host) and on_message is not None:
         on_message(f"warning: serving on {host} with no authentication: anyone who can reach port {port} "
                    "can use the model")
-    local = address in (None, "", "local") and not os.environ.get("RAY_ADDRESS")
-    if local and not _port_is_free(host, port):
+    if is_local(address) and not _port_is_free(host, port):
         raise InvalidArgumentError(f"port {port} on {host} is in use; pick another with --port")
     running = sys.modules.get("ray")  # connect() must import Ray itself: a local Ray binds loopback only then
     owns_ray = running is None or not running.is_initialized()
