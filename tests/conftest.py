@@ -90,6 +90,24 @@ def artifacts(tmp_path_factory, trained_model_path, calibration_set) -> dict[str
 
 
 @pytest.fixture(scope="session")
+def digit_folder(tmp_path_factory, digits):
+    """Writes the first ``count`` digits as PNG files in class folders, plus a file ``9/<broken>`` that is no image."""
+    from PIL import Image
+
+    def write(name: str, count: int, broken: str) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        for index in range(count):
+            folder = root / str(int(digits.labels[index]))
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(digits.images[index]).save(folder / f"{index:04d}.png")
+        (root / "9").mkdir(exist_ok=True)
+        (root / "9" / broken).write_bytes(b"\x89PNG not really")
+        return root
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A local Ray for the scale tests: 2 CPUs, bound to loopback, shared by the whole session."""
     from resnet_edge.scale.cluster import import_ray, session

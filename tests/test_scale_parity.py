@@ -8,21 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 CANDIDATES = ("tflite-int8", "onnx", "onnx-fp16")
 
 
 @pytest.fixture(scope="module")
-def labelled_folder(tmp_path_factory, digits) -> Path:
+def labelled_folder(digit_folder) -> Path:
     """100 digits in class folders (four batches of 32, the last one short) and a broken file at the very end."""
-    root = tmp_path_factory.mktemp("parity_images")
-    for index in range(100):
-        folder = root / str(int(digits.labels[index]))
-        folder.mkdir(exist_ok=True)
-        Image.fromarray(digits.images[index]).save(folder / f"{index:04d}.png")
-    (root / "9" / "zz_broken.png").write_bytes(b"\x89PNG not really")
-    return root
+    return digit_folder("parity_images", 100, "zz_broken.png")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from resnet_edge.errors import DataError, DeviceError, InvalidArgumentError
 from resnet_edge.scale.cluster import plan_workers
@@ -21,15 +20,9 @@ IMAGES = 256
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory, digits) -> Path:
+def image_folder(digit_folder) -> Path:
     """256 digits as PNG files in class folders, plus one file that is not an image."""
-    root = tmp_path_factory.mktemp("score_images")
-    for index in range(IMAGES):
-        folder = root / str(int(digits.labels[index]))
-        folder.mkdir(exist_ok=True)
-        Image.fromarray(digits.images[index]).save(folder / f"{index:04d}.png")
-    (root / "9" / "broken.png").write_bytes(b"not an image")
-    return root
+    return digit_folder("score_images", IMAGES, "broken.png")
 
 
 @pytest.fixture(scope="module")
