@@ -77,6 +77,7 @@ def quiet_data(ray: ModuleType) -> None:
     """No Ray Data progress bars or per-second status logs: the callers report progress per shard."""
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we chose so
 
 
 @contextlib.contextmanager
