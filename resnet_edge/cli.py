@@ -397,7 +397,8 @@ def predict(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV rows (source,rank,label,index,score).")] = False,
     ray: RayOption = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="With --ray: folder of Parquet shards "
-                                                 "(path, labels, indices, scores, error); a rerun resumes it.")] = None,
+                                                 "(path, labels, indices, scores, error; default predictions/); "
+                                                 "a rerun resumes it.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="With --ray: model actors (default: one per GPU, "
                                                 "else one per CPU of the cluster).")] = None,
     shard_size: Annotated[int, typer.Option(min=1, help="With --ray: images per Parquet shard (the unit of resume).")] = 1024,
