@@ -147,17 +147,22 @@ BUILTIN_DATASETS: dict[str, Callable[[tuple[int, int], str], Dataset]] = {"digit
 
 
 def scan_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
-    """Image files (sorted, class by class), their labels and the class names; no labels for a flat folder."""
+    """Image files (sorted, class by class), their labels and the class names; no labels for a flat folder.
+
+    A folder with no image file is a one-line error.
+    """
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if class_dirs:
-        files, labels = [], []
-        for index, class_dir in enumerate(class_dirs):
-            found = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
-            files += found
-            labels += [index] * len(found)
-        return files, labels, tuple(d.name for d in class_dirs)
-    files = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
-    return files, [], ()
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, class_dir in enumerate(class_dirs):
+        found = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
+        files += found
+        labels += [index] * len(found)
+    if not class_dirs:
+        files = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
+    if not files:
+        raise DataError(f"{root}: no images found (looked for {', '.join(sorted({'.jpg', '.png', '.bmp'}))} …)")
+    return files, labels, tuple(d.name for d in class_dirs)
 
 
 def load_image_folder(
@@ -176,8 +181,6 @@ def load_image_folder(
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     files, labels, class_names = scan_folder(root)
-    if not files:
-        raise DataError(f"{root}: no images found (looked for {', '.join(sorted({'.jpg', '.png', '.bmp'}))} …)")
     images, kept_labels, failures = [], [], []
 
     def decode(path: Path) -> np.ndarray | DataError:

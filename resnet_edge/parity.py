@@ -266,8 +266,6 @@ def compare_outputs(
     ``logits``: both sides are a classifier's logits; errors are then relative to the reference's logit
     range and the cosine is taken on centred rows (see ``Tolerance``).
     """
-    if precision not in TOLERANCES:
-        raise InvalidArgumentError(f"unknown precision {precision!r}; tolerances exist for {', '.join(TOLERANCES)}")
     return reduce_stats(row_stats(reference, candidate, logits=logits, name=name), precision, labels, name,
                         calibration_images=calibration_images)
 

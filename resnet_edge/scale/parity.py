@@ -80,8 +80,6 @@ def list_labelled(data: str | os.PathLike[str]) -> tuple[list[str], np.ndarray |
     if not root.is_dir():
         raise InvalidArgumentError(f"{data}: parity on Ray reads an image folder (one subfolder per class, or flat)")
     files, labels, class_names = scan_folder(root)
-    if not files:
-        raise DataError(f"{root}: no images found")
     return [os.path.abspath(f) for f in files], np.asarray(labels, dtype=np.int64) if labels else None, class_names
 
 
