@@ -14,16 +14,18 @@ import struct
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from ._lazy import lazy_import
 from .atomic import atomic_path, write_bytes
 from .errors import ModelFileError, ResnetEdgeError
-from .metadata import METADATA_KEY, ModelMetadata
+from .metadata import MAX_METADATA_BYTES, METADATA_KEY, ModelMetadata
 from .registry import resolve, row_for_file
 
 KERAS_ENTRY = f"{METADATA_KEY}.json"
 ENGINE_MAGIC = b"RNEDGE\x00\x01"
 _ENGINE_LENGTH = struct.Struct("<Q")
-ENGINE_HEADER_LIMIT = 1 << 20
+ENGINE_HEADER_LIMIT = MAX_METADATA_BYTES
 
 
 def require_file(path: Path) -> None:
@@ -140,7 +142,7 @@ def embed_tflite(flatbuffer: bytes, metadata: ModelMetadata) -> bytes:
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() != METADATA_KEY]
     buffer = schema.BufferT()
-    buffer.data = list(metadata.to_json().encode())
+    buffer.data = np.frombuffer(metadata.to_json().encode(), np.uint8)  # packed as one vector: a list packs per byte
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = METADATA_KEY.encode()
@@ -194,7 +196,10 @@ def unpack_engine(blob: bytes, source: str, require_engine: bool = True) -> tupl
     if len(view) < start:
         raise ModelFileError(f"{source}: truncated engine header")
     (length,) = _ENGINE_LENGTH.unpack(view[len(ENGINE_MAGIC) : start])
-    if length > ENGINE_HEADER_LIMIT or start + length > len(view):
+    if length > ENGINE_HEADER_LIMIT:
+        raise ModelFileError(f"{source}: corrupt engine header (it claims {length} bytes of metadata, "
+                             f"more than the {ENGINE_HEADER_LIMIT} any artifact of resnet-edge carries)")
+    if start + length > len(view):
         raise ModelFileError(f"{source}: corrupt or truncated engine header")
     metadata = ModelMetadata.from_json(bytes(view[start : start + length]), source)
     engine = view[start + length :]

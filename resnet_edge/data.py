@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -12,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .cpu import usable_cores
-from .errors import DataError, InvalidArgumentError
-from .preprocess import fit_image, is_image_file, load_image, resize, to_rgb_uint8
+from .errors import DataError, InvalidArgumentError, first_line
+from .preprocess import MAX_IMAGE_PIXELS, fit_image, is_image_file, load_image, resize, to_rgb_uint8
 
 # Natural photos that ship inside the scikit-image wheel (its other sample files are charts and synthetic).
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
@@ -30,9 +32,19 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str
     skipped: int = 0
+    note: str = ""  # how these images were drawn from ``source`` ("held out from calibration")
+    stand_in: bool = False  # not the user's images: built-in ones standing in because none were given
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def describe(self) -> str:
+        """What these images are, for a parity line: ``'40 images of photos/ (held out from calibration)'``."""
+        return f"{len(self)} images of {self.source}" + (f" ({self.note})" if self.note else "")
+
+    def noted(self, note: str, stand_in: bool | None = None) -> Dataset:
+        """The same images with a new provenance note."""
+        return dataclasses.replace(self, note=note, stand_in=self.stand_in if stand_in is None else stand_in)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -40,7 +52,7 @@ class Dataset:
 
     def subset(self, indices: np.ndarray) -> Dataset:
         labels = None if self.labels is None else self.labels[indices]
-        return Dataset(self.images[indices], labels, self.class_names, self.source, self.skipped)
+        return dataclasses.replace(self, images=self.images[indices], labels=labels)
 
     def _groups(self) -> list[np.ndarray]:
         if self.labels is None:
@@ -94,7 +106,7 @@ class Dataset:
         if self.image_size == tuple(size):
             return self
         images = np.stack([resize(image, size, policy) for image in self.images])
-        return Dataset(images, self.labels, self.class_names, self.source, self.skipped)
+        return dataclasses.replace(self, images=images)
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         for start in range(0, len(self), batch_size):
@@ -207,16 +219,69 @@ def load_image_folder(
     return Dataset(np.stack(images), label_array, class_names, str(root), skipped=len(failures))
 
 
-def load_array(path: str | os.PathLike[str], size: tuple[int, int], policy: str = "squash") -> Dataset:
-    """An ``.npy`` array of images (NHWC or NHW, pixel values 0-255), unlabelled."""
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of an ``.npy`` file from its header alone: nothing is allocated from what the
+    file claims, and a file that is not an ``.npy`` (text, pickle) is refused before NumPy tries to unpickle it."""
+    fmt = np.lib.format
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise DataError(f"{path}: not a .npy file (no NumPy header; save the images with numpy.save)")
+            handle.seek(0)
+            version = fmt.read_magic(handle)
+            if version not in readers:
+                raise DataError(f"{path}: .npy format version {version[0]}.{version[1]} does not hold plain images")
+            shape, _, dtype = readers[version](handle)
+            return tuple(shape), dtype, handle.tell()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read as a .npy array ({first_line(exc, 200)})") from exc
+
+
+def _check_npy(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: np.dtype, offset: int) -> None:
+    """Refuse, in one line, an ``.npy`` that cannot be a batch of images, before any of its data is read."""
+    if dtype.hasobject:
+        raise DataError(f"{path}: holds Python objects (dtype {dtype}, saved with allow_pickle), not pixels; "
+                        "save the images as a uint8 (or float) array")
+    if dtype.fields is not None or dtype.kind not in "uif":
+        raise DataError(f"{path}: holds {dtype} values, not pixels (integers 0-255, or floats in that range)")
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3, 4)):
+        raise DataError(f"{path}: expected an array of images (N,H,W[,C] with C 1, 3 or 4), got shape {shape}")
+    if shape[0] == 0:
+        raise DataError(f"{path}: holds no images (shape {shape})")
+    if min(shape[1:3]) == 0:
+        raise DataError(f"{path}: its images have no pixels (shape {shape})")
+    if shape[1] * shape[2] > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: images of {shape[2]}x{shape[1]} pixels are too large (limit {MAX_IMAGE_PIXELS})")
+    claimed, present = math.prod(shape) * dtype.itemsize, os.path.getsize(path) - offset
+    if present < claimed:
+        raise DataError(f"{path}: truncated: its header claims {claimed} bytes of pixels, the file holds {present}")
+
+
+def load_array(path: str | os.PathLike[str], size: tuple[int, int], policy: str = "squash") -> Dataset:
+    """An ``.npy`` array of images (NHWC or NHW, pixel values 0-255), unlabelled.
+
+    The header is checked first (dtype, shape, length: object arrays, strings, 0 images, 0x0 images and
+    truncated files are refused in one line), then the file is memory-mapped and fitted image by image,
+    so a large array is never held twice; an image with NaN or infinite values is refused by its index.
+    """
+    shape, dtype, offset = _npy_header(path)
+    _check_npy(path, shape, dtype, offset)
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read as a .npy array ({exc})") from exc
-    if array.ndim not in (3, 4) or len(array) == 0:
-        raise DataError(f"{path}: expected an array of images (N,H,W[,C]), got shape {array.shape}")
-    images = np.stack([fit_image(image, size, policy) for image in array])
-    return Dataset(images, None, (), str(path))
+        raise DataError(f"{path}: cannot read as a .npy array ({first_line(exc, 200)})") from exc
+    fitted = []
+    for index, image in enumerate(array):
+        try:
+            fitted.append(fit_image(image, size, policy))
+        except DataError as exc:
+            raise DataError(f"{path}: image {index}: {exc}") from exc
+    del array  # closes the memory map
+    return Dataset(np.stack(fitted), None, (), str(path))
 
 
 def load_dataset(source: str | os.PathLike[str], size: tuple[int, int], policy: str = "squash") -> Dataset:

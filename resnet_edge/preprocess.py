@@ -19,14 +19,17 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._lazy import lazy_import
-from .errors import DataError, InvalidArgumentError
-from .metadata import Quantization, check_policy
+from .errors import DataError, InvalidArgumentError, first_line
+from .metadata import MAX_SIDE, Quantization, check_policy
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 COLOR_ORDERS = ("rgb", "bgr")
 LETTERBOX_FILL = 0
 AREA_FROM = 1.5  # below this shrink ratio bilinear already reads every source pixel, and costs far less
 EXIF_ORIENTATION = 0x0112
+# Pixels an image or frame may have: a 108 MP phone photo passes; a few bytes of PNG declaring 40000x40000
+# (a 4.8 GB decode) or a frame of that size do not. Checked from the header, before anything is decoded.
+MAX_IMAGE_PIXELS = 2**27
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ def _decode(
     try:
         with Image.open(source) as image:
             width, height = image.size
+            if width < 1 or height < 1:
+                raise DataError(f"{name}: image has no pixels ({width}x{height})")
             if max_pixels is not None and width * height > max_pixels:
                 raise DataError(f"{name}: image too large: {width}x{height} pixels (limit {max_pixels})")
             if size is not None and image.format == "JPEG":
@@ -98,21 +103,29 @@ def _decode(
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         raise DataError(f"{name}: image too large: {claimed.group(1) if claimed else 'too many'} pixels "
                         f"(limit {max_pixels})") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as exc:
         reason = str(exc).replace(f" {source!r}", "") if isinstance(source, io.BytesIO) else exc
-        raise DataError(f"{name}: cannot decode image ({type(exc).__name__}: {reason})") from exc
+        raise DataError(f"{name}: cannot decode image ({type(exc).__name__}: {first_line(reason, 200)})") from exc
     return rgb if size is None else fit_image(rgb, size, policy)
 
 
 def load_image(
     path: str | os.PathLike[str], size: tuple[int, int] | None = None, policy: str = "squash",
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> np.ndarray:
     """Decode an image file to RGB ``uint8`` HWC (gray, palette, RGBA and 16-bit converted).
 
     With ``size``, the image is fitted to it under ``policy``, and a JPEG is decoded at the reduced
     scale (DCT scaling, 1/2 to 1/8) that still has at least one source pixel per model pixel.
+    ``max_pixels`` refuses, from the header and before decoding, a file claiming more pixels (a
+    decompression bomb); None leaves only Pillow's own limit. A folder or an empty file is a DataError too.
     """
-    return _decode(path, str(path), size, policy)
+    name = str(path)
+    if os.path.isdir(path):
+        raise DataError(f"{name}: a folder, not an image file")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise DataError(f"{name}: empty file, not an image")
+    return _decode(path, name, size, policy, max_pixels)
 
 
 def decode_image(
@@ -129,20 +142,34 @@ def decode_image(
     return _decode(io.BytesIO(data), name, size, policy, max_pixels)
 
 
-def _as_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
-    """Any HW or HWC (1, 3 or 4 channels) array to ``uint8`` HWC, channel order untouched."""
-    array = np.asarray(image)
+def check_pixels(array: np.ndarray, name: str | None = None) -> np.ndarray:
+    """An HW/HWC array that can be an image: integer or finite float pixels, at least 1x1 and at most
+    ``MAX_IMAGE_PIXELS``; anything else (object, string, bool or complex arrays, NaN, 0x0) is a one-line DataError."""
+    where = f"{name}: " if name else ""
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise DataError(f"an image must be HxW or HxWxC with 1, 3 or 4 channels, got shape {array.shape}")
+        raise DataError(f"{where}an image must be HxW or HxWxC with 1, 3 or 4 channels, got shape {array.shape}")
+    height, width = array.shape[:2]
+    if height < 1 or width < 1:
+        raise DataError(f"{where}image has no pixels (shape {array.shape})")
+    if height * width > MAX_IMAGE_PIXELS:
+        raise DataError(f"{where}image too large: {width}x{height} pixels (limit {MAX_IMAGE_PIXELS})")
+    if array.dtype.kind not in "uif":
+        raise DataError(f"{where}unsupported image dtype {array.dtype} (pixels must be integers or floats)")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(f"{where}image has NaN or infinite pixel values")
+    return array
+
+
+def _as_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
+    """Any HW or HWC (1, 3 or 4 channels) array to ``uint8`` HWC, channel order untouched."""
+    array = check_pixels(np.asarray(image))
     if array.dtype == np.uint8:
         return array
     if array.dtype in (np.uint16, np.uint32, np.int32):
         return _wide_to_uint8(array)
-    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):
-        return np.clip(np.rint(array), 0, 255).astype(np.uint8)
-    raise DataError(f"unsupported image dtype {array.dtype}")
+    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
 def _to_rgb(array: np.ndarray, color: str) -> np.ndarray:
@@ -199,6 +226,10 @@ def resize(image: np.ndarray, size: tuple[int, int], policy: str = "squash") -> 
     source_h, source_w = image.shape[:2]
     if (source_h, source_w) == (height, width):
         return image
+    if min(height, width) < 1 or max(height, width) > MAX_SIDE:
+        raise InvalidArgumentError(f"cannot resize to {height}x{width}: each side must be from 1 to {MAX_SIDE}")
+    if min(source_h, source_w) < 1:
+        raise DataError(f"image has no pixels (shape {image.shape})")
     check_policy(policy)
     if policy == "center-crop":
         crop_h = min(source_h, max(1, round(source_w * height / width)))
@@ -257,6 +288,8 @@ def cast_batch(batch: np.ndarray, spec: InputSpec) -> np.ndarray:
     if spec.dtype in ("int8", "uint8"):
         if spec.quantization is None:
             raise InvalidArgumentError("integer model input without quantization parameters")
+        if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+            raise DataError("the input batch has NaN or infinite values: they have no integer code")
         return quantize(batch, spec.quantization, spec.dtype)
     return batch.astype(spec.dtype, copy=False)
 

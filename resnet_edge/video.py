@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 import time
 from array import array
@@ -28,7 +29,7 @@ import numpy as np
 from ._lazy import lazy_import
 from ._quiet import quiet
 from .cpu import usable_cores
-from .errors import DataError, InvalidArgumentError
+from .errors import DataError, InvalidArgumentError, first_line
 
 if TYPE_CHECKING:
     from .runtime.base import Prediction, Predictor
@@ -39,6 +40,8 @@ FILE_QUEUE_SIZE = 3  # frames (and batches) a file may run ahead of the model
 JOIN_TIMEOUT_S = 5.0  # how long to wait for a stage to stop; a camera stuck in read() is left behind
 _POLL_S = 0.05  # how often blocked stages look at the stop flag
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_NEGATIVE = re.compile(r"^-\d+$")
+MAX_CAMERA_INDEX = 2**31 - 1  # OpenCV takes a C int
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,30 @@ class VideoSummary:
 
 def is_live(name: str) -> bool:
     """True for a camera index (``"0"``) or a stream URL (rtsp://, http://...), False for a file."""
-    return name.isdigit() or (bool(_URL.match(name)) and not name.lower().startswith("file://"))
+    return _is_index(name) or (bool(_URL.match(name)) and not name.lower().startswith("file://"))
+
+
+def _is_index(name: str) -> bool:
+    """ASCII digits only: ``"٣".isdigit()`` is True too, and is no camera."""
+    return name.isascii() and name.isdigit()
+
+
+def cameras() -> tuple[int, ...] | None:
+    """The camera indices this machine has (``/dev/videoN`` on Linux); None where that cannot be listed."""
+    if not sys.platform.startswith("linux"):
+        return None
+    found = (p.name.removeprefix("video") for p in Path("/dev").glob("video*"))
+    return tuple(sorted(int(n) for n in found if _is_index(n)))
+
+
+def _no_camera(index: int) -> DataError:
+    """A one-line error for a camera index that cannot be opened, naming the ones there are."""
+    found = cameras()
+    if found is not None and index in found:
+        return DataError(f"camera {index} cannot be opened (in use by another program, or no permission "
+                         f"to read /dev/video{index})")
+    listed = "" if found is None else (f" (cameras: {', '.join(map(str, found))})" if found else " (it has none)")
+    return DataError(f"no camera {index} on this machine{listed}")
 
 
 class VideoSource:
@@ -140,20 +166,35 @@ def open_source(source: str | int | os.PathLike[str]) -> VideoSource:
     """Open a video file, a camera by index (``0`` or ``"0"``) or a stream URL, and check a first frame can be read."""
     cv2 = lazy_import("cv2", extra="video")
     name = str(source)
-    if isinstance(source, int) or name.isdigit():
-        target: str | int = int(name)
-    else:
+    target: str | int = name
+    if isinstance(source, bool) or (not isinstance(source, int) and not _is_index(name)):
+        if _NEGATIVE.match(name) and not Path(name).exists():
+            raise DataError(f"no camera {name}: camera indices are 0, 1, 2, …")
         if not is_live(name) and not Path(name).is_file():
-            raise DataError(f"cannot open video source {name}: no such file")
-        target = name
-    with quiet():
-        capture = cv2.VideoCapture(target)
-        ok = capture.isOpened()
-        frame = capture.read()[1] if ok else None
+            what = "a folder, not a video file" if Path(name).is_dir() else "no such file"
+            raise DataError(f"cannot open video source {name}: {what}")
+    else:
+        target = int(name)
+        if target < 0:  # OpenCV reads -1 as "any camera" and has crashed on it
+            raise DataError(f"no camera {target}: camera indices are 0, 1, 2, …")
+        if target > MAX_CAMERA_INDEX:
+            raise _no_camera(target)
+    try:
+        with quiet():
+            capture = cv2.VideoCapture(target)
+            ok = capture.isOpened()
+            frame = capture.read()[1] if ok else None
+    except cv2.error as exc:
+        raise DataError(f"cannot open video source {name}: {first_line(exc, 200)}") from exc
     if not ok or frame is None:
         capture.release()
+        if isinstance(target, int):
+            raise _no_camera(target) if not ok else DataError(f"camera {target} gives no frame")
         reason = "no frame could be read" if ok else "OpenCV cannot open it"
         raise DataError(f"cannot open video source {name}: {reason}")
+    if frame.size == 0:
+        capture.release()
+        raise DataError(f"cannot open video source {name}: its frames have no pixels")
     return VideoSource(capture, name, frame)
 
 

@@ -98,3 +98,59 @@ def test_photos_are_real_labelled_crops_made_the_same_way_every_time() -> None:
     assert set(np.unique(photos.labels)) == set(range(len(photos.class_names)))
     assert photos.images.std() > 30  # photographs, not flat fields
     np.testing.assert_array_equal(load_photos((64, 48), crops=2).images, load_photos((64, 48), crops=2).images)
+
+
+def _save(array: np.ndarray, **kwargs):
+    return lambda path: np.save(path, array, **kwargs)
+
+
+def _nan_images() -> np.ndarray:
+    images = np.full((3, 8, 8, 3), 100.0, np.float32)
+    images[2, 1, 1, 0] = np.nan
+    return images
+
+
+def _claiming(shape: tuple[int, ...]):
+    """An .npy whose header claims ``shape`` (uint8) but holds 16 bytes: nothing may be allocated from the claim."""
+    def write(path) -> None:
+        header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+        with open(path, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            handle.write(b"\0" * 16)
+    return write
+
+
+@pytest.mark.parametrize(("write", "message"), [
+    (_save(np.array([{"a": 1}, None], dtype=object), allow_pickle=True), "holds Python objects"),
+    (_save(np.zeros((0, 32, 32, 3), np.uint8)), r"holds no images \(shape \(0, 32, 32, 3\)\)"),
+    (_save(np.arange(5)), r"got shape \(5,\)"),
+    (_save(np.zeros((2, 8, 8, 7), np.uint8)), "with C 1, 3 or 4"),
+    (_save(np.zeros((3, 0, 0, 3), np.uint8)), "its images have no pixels"),
+    (_save(_nan_images()), "image 2: image has NaN or infinite pixel values"),
+    (_save(np.full((2, 8, 8, 3), np.inf, np.float64)), "image 0: image has NaN or infinite"),
+    (_save(np.zeros((2, 8, 8, 3), bool)), "holds bool values, not pixels"),
+    (_save(np.zeros((2, 8, 8, 3), np.complex64)), "holds complex64 values"),
+    (_save(np.full((2, 8, 8), "x")), "holds <U1 values"),
+    (_save(np.zeros((2, 8, 8), dtype=[("a", "u1"), ("b", "f4")])), "values, not pixels"),
+    (lambda path: path.write_text("not an array\n"), "not a .npy file"),
+    (lambda path: path.write_bytes(b""), "not a .npy file"),
+    (_claiming((100_000, 100_000, 100_000, 3)), r"images of 100000x100000 pixels are too large"),
+    (_claiming((10**6, 64, 64, 3)), "truncated: its header claims 12288000000 bytes of pixels, the file holds 16"),
+])
+def test_hostile_npy_files_are_one_line_data_errors(tmp_path, write, message: str) -> None:
+    from resnet_edge.calibration import CalibrationSet
+
+    path = tmp_path / "images.npy"
+    write(path)
+    for load in (lambda: load_dataset(path, (32, 32)), lambda: CalibrationSet.from_source(str(path), (32, 32), 10)):
+        with pytest.raises(DataError, match=message) as info:
+            load()
+        assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
+
+
+def test_npy_of_any_pixel_type_is_fitted(tmp_path) -> None:
+    for array in [np.full((2, 8, 8), 2**63, np.uint64), np.full((2, 8, 8, 1), -1e30, np.float32),
+                  np.full((2, 8, 8, 4), 7, np.int16)]:
+        np.save(tmp_path / "a.npy", array)
+        dataset = load_array(tmp_path / "a.npy", (16, 16))
+        assert dataset.images.shape == (2, 16, 16, 3) and dataset.images.dtype == np.uint8

@@ -227,3 +227,92 @@ def test_exif_rotated_jpegs_decode_upright_at_reduced_scale(tmp_path) -> None:
     image.save(path, exif=exif)
     assert load_image(path).shape == (1600, 1200, 3)
     assert load_image(path, (400, 300), "center-crop").shape == (400, 300, 3)
+
+
+# Absurd and hostile images: one-line DataErrors, nothing allocated from what a header claims ----------------------
+
+def _nan_frame() -> np.ndarray:
+    frame = np.full((8, 8, 3), 100.0, np.float32)
+    frame[3, 3, 1] = np.nan
+    return frame
+
+
+@pytest.mark.parametrize(("frame", "message"), [
+    (_nan_frame(), "NaN or infinite pixel values"),
+    (np.full((8, 8, 3), np.inf, np.float64), "NaN or infinite pixel values"),
+    (np.zeros((0, 0, 3), np.uint8), "image has no pixels"),
+    (np.zeros((0, 5), np.uint8), "image has no pixels"),
+    (np.broadcast_to(np.uint8(0), (12_000, 12_000, 3)), "image too large: 12000x12000 pixels"),  # a view: no memory
+    (np.array([[{"a": 1}]], dtype=object), "unsupported image dtype object"),
+    (np.zeros((8, 8, 3), bool), "unsupported image dtype bool"),
+    (np.zeros((8, 8, 3), np.complex64), "unsupported image dtype complex64"),
+    (np.full((8, 8), "x"), "unsupported image dtype <U1"),
+    (np.zeros((8, 8, 7), np.uint8), "1, 3 or 4 channels"),
+    (np.zeros(5, np.uint8), "1, 3 or 4 channels"),
+])
+def test_hostile_frames_are_one_line_data_errors(frame: np.ndarray, message: str) -> None:
+    from resnet_edge.preprocess import fit_image
+
+    with pytest.raises(DataError, match=message) as info:
+        fit_image(frame, (32, 32))
+    assert "\n" not in str(info.value)
+
+
+def test_extreme_but_real_frames_still_fit() -> None:
+    from resnet_edge.preprocess import fit_image
+
+    for shape in [(1, 1), (1, 5000, 3), (5000, 1, 3)]:
+        for policy in ("squash", "center-crop", "letterbox"):
+            assert fit_image(np.full(shape, 9, np.uint8), (32, 32), policy).shape == (32, 32, 3)
+    assert fit_image(np.full((4, 4, 3), 1e30, np.float32), (8, 8)).max() == 255  # finite out-of-range: clipped
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 99)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, over 89 MP: ours refuses
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.write_bytes(_png_claiming(40_000, 40_000)), r"image too large: 1600000000 pixels \(limit 134217728\)"),
+    (lambda p: p.write_bytes(_png_claiming(12_000, 12_000)), r"image too large: 12000x12000 pixels"),  # below Pillow's
+    (lambda p: p.write_bytes(b""), "empty file, not an image"),
+    (lambda p: p.write_text("hello, not a jpeg\n"), "cannot decode image"),
+    (lambda p: p.mkdir(), "a folder, not an image file"),
+    (lambda p: None, "no such image file"),
+])
+def test_hostile_image_files_are_one_line_data_errors(tmp_path, make, message: str) -> None:
+    from resnet_edge.preprocess import load_image
+
+    path = tmp_path / "x.jpg"
+    make(path)
+    with pytest.raises(DataError, match=message) as info:
+        load_image(path, (32, 32))
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_one_pixel_png_is_an_image(tmp_path) -> None:
+    from PIL import Image
+
+    from resnet_edge.preprocess import load_image
+
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "one.png")
+    assert load_image(tmp_path / "one.png", (32, 32)).tolist()[5][5] == [200, 10, 10]
+
+
+def test_absurd_resize_targets_and_nan_batches_are_refused() -> None:
+    from resnet_edge.errors import InvalidArgumentError
+    from resnet_edge.preprocess import resize
+
+    for size in [(0, 0), (32, 0), (100_000, 100_000)]:
+        with pytest.raises(InvalidArgumentError, match="each side must be from 1 to 16384"):
+            resize(np.zeros((8, 8, 3), np.uint8), size)
+    spec = InputSpec(8, 8, 3, "int8", Quantization(1.0, -128))
+    with pytest.raises(DataError, match="NaN or infinite values"):
+        cast_batch(np.full((1, 8, 8, 3), np.nan, np.float32), spec)

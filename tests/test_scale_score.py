@@ -128,7 +128,7 @@ def test_sources_folders_globs_and_path_tables(image_folder, tmp_path):
     (tmp_path / "two.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="no 'path' column"):
         image_paths(tmp_path / "two.csv")
-    with pytest.raises(DataError, match="no images found"):
+    with pytest.raises(DataError, match="no image file matches"):
         image_paths(str(tmp_path / "nothing" / "*.png"))
 
 
@@ -197,3 +197,73 @@ def test_ray_takes_an_optional_address(argv, expected):
     from resnet_edge.cli import fill_optional_values
 
     assert fill_optional_values(argv) == expected
+
+
+# A broken model: one line, no Ray traceback, no output folder; a rerun with the right model then works ---------------
+
+def tiny_onnx(path: Path, size: int = 8) -> Path:
+    """An NHWC classifier of 3 'classes' (mean colour through a softmax): loads and scores in milliseconds."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0), helper.make_node("Softmax", ["mean"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_a_broken_model_fails_in_the_driver_before_ray_starts(image_folder, tmp_path):
+    from resnet_edge.errors import ModelFileError
+    from resnet_edge.scale.score import score
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(tiny_onnx(tmp_path / "good.onnx").read_bytes()[:40])
+    with pytest.raises(ModelFileError, match="onnxruntime cannot load it") as info:
+        score(broken, image_folder, tmp_path / "scores", address="127.0.0.1:1")  # an address nothing listens at
+    assert "\n" not in str(info.value) and not (tmp_path / "scores").exists()
+
+
+def test_an_actor_dying_in_its_constructor_is_one_line_and_leaves_no_folder(ray_local, image_folder, tmp_path,
+                                                                             monkeypatch, capfd):
+    from resnet_edge.errors import ModelFileError
+    from resnet_edge.scale import score as score_module
+
+    monkeypatch.setattr(score_module, "check_loads", lambda *args, **kwargs: None)  # let the workers find out
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08garbage" * 10)
+    out = tmp_path / "scores"
+    with pytest.raises(ModelFileError, match="onnxruntime cannot load it") as info:
+        score_module.score(broken, image_folder, out)
+    assert "\n" not in str(info.value) and not out.exists()
+    assert "Full stack trace" not in capfd.readouterr().err  # Ray Data's report of its own internals is quiet
+    summary = score_module.score(tiny_onnx(tmp_path / "good.onnx"), image_folder, out)  # the rerun is not refused
+    assert summary.scored == IMAGES and summary.unreadable == 1 and (out / score_module.MANIFEST).is_file()
+
+
+def test_worker_errors_are_rebuilt_from_what_ray_delivers():
+    pytest.importorskip("ray")
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from resnet_edge.errors import ModelFileError
+    from resnet_edge.scale.cluster import worker_error
+
+    def died(traceback_text: str, cause: BaseException) -> ActorDiedError:
+        task = RayTaskError("__init__", traceback_text, cause, proctitle="ray::ScoreActor", pid=1, ip="127.0.0.1")
+        return ActorDiedError(task)
+
+    ours = died('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+                "resnet_edge.errors.ModelFileError: m.onnx: onnxruntime cannot load it (bad)", ModelFileError("x"))
+    chained = RuntimeError("wrapped")
+    chained.__cause__ = ours
+    for raised in (ours, chained):
+        found = worker_error(raised)
+        assert type(found) is ModelFileError and str(found) == "m.onnx: onnxruntime cannot load it (bad)"
+    foreign = worker_error(died("Traceback:\nModuleNotFoundError: No module named 'onnxruntime'", ImportError()))
+    assert isinstance(foreign, DeviceError) and "ModuleNotFoundError: No module named 'onnxruntime'" in str(foreign)
+    task = RayTaskError("__call__", "Traceback: ...", DataError("a.png: bad"), proctitle="ray::x", pid=1, ip="1.2.3.4")
+    assert str(worker_error(task)) == "a.png: bad"
+    assert worker_error(ValueError("not from a worker")) is None

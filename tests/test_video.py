@@ -403,3 +403,33 @@ def test_serial_and_overlapped_file_runs_give_the_same_results(no_leaked_threads
 def test_a_live_source_always_overlaps(no_leaked_threads) -> None:
     video, _ = fake_source(10, "0")
     assert run_video(FakePredictor(), video).overlapped
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("99", "no camera 99 on this machine"),
+    (99, "no camera 99 on this machine"),
+    ("-1", "no camera -1: camera indices are 0, 1, 2"),  # OpenCV reads -1 as any camera, and crashed on it
+    (-1, "no camera -1: camera indices are 0, 1, 2"),
+    ("99999999999999999999999", "no camera 99999999999999999999999 on this machine"),  # past a C int
+    ("٣", "cannot open video source ٣: no such file"),  # a digit to str.isdigit, no camera index
+])
+def test_missing_cameras_are_one_line_data_errors(monkeypatch, source, message: str) -> None:
+    monkeypatch.setattr(video_module, "cameras", lambda: ())
+    with pytest.raises(DataError, match=message) as info:
+        open_source(source)
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_camera_names_the_ones_there_are(monkeypatch) -> None:
+    monkeypatch.setattr(video_module, "cameras", lambda: (0, 57))
+    with pytest.raises(DataError, match=r"no camera 58 on this machine \(cameras: 0, 57\)"):
+        open_source("58")
+    with pytest.raises(DataError, match=r"camera 57 cannot be opened \(in use by another program"):
+        open_source(57)  # listed, but OpenCV cannot open it here
+
+
+def test_a_file_named_like_a_negative_index_is_still_a_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("-1").write_text("not a video\n")
+    with pytest.raises(DataError, match="cannot open video source -1: "):
+        open_source("-1")

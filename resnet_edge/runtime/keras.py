@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from .._lazy import import_tensorflow
-from ..errors import DeviceError
+from ..errors import DeviceError, ModelFileError
+from ..metadata import check_input_shape
 from ..preprocess import InputSpec
 from .base import Backend
 
@@ -34,7 +35,10 @@ class KerasBackend(Backend):
         from ..models.io import load_model
 
         self.model, self.metadata = load_model(path)
-        height, width, channels = (int(v) for v in self.model.input_shape[1:])
+        declared = self.model.input_shape
+        if not isinstance(declared, tuple) or len(declared) != 4 or None in declared[1:]:
+            raise ModelFileError(f"{path}: expected one NHWC image input of a fixed size, found {declared}")
+        height, width, channels = check_input_shape(declared[1:], str(path))
         self.input_spec = InputSpec(height, width, channels, "float32")
         self.output_names = [t.name for t in self.model.outputs]
         self._device = "/GPU:0" if device == "cuda" else "/CPU:0"

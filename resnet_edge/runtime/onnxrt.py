@@ -13,6 +13,7 @@ from .. import artifact
 from .._lazy import lazy_import
 from .._quiet import quiet
 from ..errors import DeviceError, ModelFileError, first_line
+from ..metadata import check_input_shape
 from ..preprocess import InputSpec
 from .base import Backend, Intermediates
 
@@ -72,6 +73,10 @@ class OnnxRuntimeBackend(Backend):
         _, height, width, channels = model_input.shape
         if not all(isinstance(v, int) for v in (height, width, channels)) or channels != 3:
             raise ModelFileError(f"{path}: input {model_input.name} needs a fixed NHWC size, got {model_input.shape}")
+        batch = model_input.shape[0]
+        check_input_shape([batch, height, width, channels] if isinstance(batch, int) else [height, width, channels],
+                          str(path), f"input {model_input.name}")
+        self.fixed_batch = batch if isinstance(batch, int) else None
         dtype = ONNX_TYPES.get(model_input.type)
         if dtype is None:
             raise ModelFileError(f"{path}: unsupported input type {model_input.type}")
@@ -80,7 +85,25 @@ class OnnxRuntimeBackend(Backend):
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        """Outputs for a batch of any size: a model exported with a fixed batch (often 1) gets it in pieces of
+        that size, the last one padded with zeros and the padding's outputs dropped."""
+        size = self.fixed_batch
+        if size is None or len(batch) == size:
+            return self._run(batch)
+        pieces = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            kept = len(chunk)
+            if kept < size:
+                chunk = np.concatenate([chunk, np.zeros((size - kept, *chunk.shape[1:]), chunk.dtype)])
+            pieces.append([output[:kept] for output in self._run(chunk)])
+        return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            outputs = self.session.run(self.output_names, {self.input_name: batch})
+        except Exception as exc:  # onnxruntime's own exception types, one per status code
+            raise ModelFileError(f"{self.path}: onnxruntime cannot run it ({first_line(exc, 200)})") from exc
         return [np.asarray(o, dtype=np.float32) for o in outputs]
 
     def native(self) -> Any:

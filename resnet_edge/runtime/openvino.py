@@ -10,6 +10,7 @@ import numpy as np
 from .._lazy import lazy_import
 from ..artifact_openvino import read_openvino, read_openvino_model
 from ..errors import DeviceError, MissingDependencyError, ModelFileError, ResnetEdgeError, first_line
+from ..metadata import check_input_shape
 from ..preprocess import InputSpec
 from .base import Backend
 
@@ -131,7 +132,8 @@ class OpenVINOBackend(Backend):
         dtype = OV_TYPES.get(element)
         if dtype is None:
             raise ModelFileError(f"{path}: unsupported input type {element}")
-        height, width, channels = (d.get_length() for d in dims)
+        height, width, channels = check_input_shape([d.get_length() for d in dims], str(path),
+                                                    f"input {self._name(inputs[0], 0)}")
         quantization = self.metadata.input_quantization if self.metadata else None
         return InputSpec(height, width, channels, dtype, quantization)
 

@@ -13,7 +13,7 @@ from .._lazy import lazy_import
 from .._quiet import quiet
 from ..cpu import usable_cores
 from ..errors import ModelFileError, first_line
-from ..metadata import Quantization
+from ..metadata import Quantization, check_input_shape
 from ..preprocess import InputSpec, cast_batch, dequantize
 from .base import Backend, Intermediates
 
@@ -38,13 +38,16 @@ class TFLiteBackend(Backend):
                 self.interpreter = interpreter_module.Interpreter(
                     model_content=content, num_threads=threads or usable_cores(),
                     experimental_preserve_all_tensors=self.keep_intermediates)
+            inputs = self.interpreter.get_input_details()
+            if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][-1] != 3:
+                raise ModelFileError(f"{path}: expected one NHWC image input, found {[list(i['shape']) for i in inputs]}")
+            # before allocate_tensors, which would allocate whatever the file declares
+            check_input_shape([int(v) for v in inputs[0]["shape"]], str(path), "input")
+            with quiet():
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path}: LiteRT cannot load it ({first_line(exc, 200)})") from exc
-        inputs = self.interpreter.get_input_details()
-        if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][-1] != 3:
-            raise ModelFileError(f"{path}: expected one NHWC image input, found {[list(i['shape']) for i in inputs]}")
-        detail = inputs[0]
+        detail = self.interpreter.get_input_details()[0]
         self.input_index = detail["index"]
         _, height, width, channels = (int(v) for v in detail["shape"])
         self.input_spec = InputSpec(height, width, channels, np.dtype(detail["dtype"]).name, tensor_quantization(detail))

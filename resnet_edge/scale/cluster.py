@@ -5,21 +5,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from .. import errors
 from .._lazy import lazy_import
-from ..errors import DeviceError, InvalidArgumentError
+from ..errors import DeviceError, InvalidArgumentError, MissingDependencyError, ResnetEdgeError, first_line
 from ..registry import row_for_file
 
 LOOPBACK = "127.0.0.1"
 PROBE_TIMEOUT_S = 5.0
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses the loopback address as the node's (its macOS default)
 GPU_DEVICES = ("cuda", "tensorrt-ep", "jetson")
+# Ray Data's loggers that print a traceback of its internals when a worker fails: quiet while worker_errors() reports
+FAILURE_LOGGERS = ("ray.data.exceptions", "ray.data._internal.execution.operators.actor_pool_map_operator")
+_RAISED = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (\S.*)$")  # a traceback's last line
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def import_ray() -> ModuleType:
@@ -78,6 +84,85 @@ def quiet_data(ray: ModuleType) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": we chose so
+
+
+def check_loads(artifacts: Sequence[str | os.PathLike[str]], device: str = "auto") -> None:
+    """Load each artifact once in the driver and close it, before Ray starts or anything is written.
+
+    A corrupt, truncated or absurd model is then a one-line error here instead of an actor dying in its
+    constructor on every worker. Loaded on the CPU where its backend runs there (the driver's GPU stays free for
+    the actors); a device or runtime the driver lacks proves nothing about the workers, so those errors are left
+    for them to report (through :func:`worker_errors`).
+    """
+    from ..runtime import load
+
+    for path in artifacts:
+        row = row_for_file(path)
+        local = "cpu" if device in ("auto", "cpu") and "cpu" in row.devices else device
+        try:
+            with load(path, device=local, threads=1):
+                pass
+        except (DeviceError, MissingDependencyError):
+            continue
+
+
+def worker_error(error: BaseException) -> ResnetEdgeError | None:
+    """The one-line error a Ray worker raised, out of the wrappers Ray delivers it in; None when there is none.
+
+    A task's exception arrives as a ``RayTaskError`` whose ``cause`` is the original. An actor whose
+    constructor raised arrives as ``ActorDiedError`` (a ``RayActorError`` with ``actor_init_failed``) that keeps
+    only the worker's traceback as text: its last ``module.Error: message`` line is the error, rebuilt as the
+    ResnetEdgeError of that name, or as a DeviceError naming it when it is not one of ours (a worker without
+    the runtime, say). Ray Data chains these behind its own exceptions, so the whole chain is searched.
+    """
+    ray_actor_error = getattr(sys.modules.get("ray.exceptions"), "RayActorError", None)
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        if isinstance(cause, ResnetEdgeError):
+            return cause
+        if isinstance(current, ResnetEdgeError) and cause is None:
+            return current
+        if ray_actor_error is not None and isinstance(current, ray_actor_error) and current.actor_init_failed:
+            return _rebuilt(str(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _rebuilt(traceback_text: str) -> ResnetEdgeError:
+    """The last ``Error: message`` line of a worker's traceback as a ResnetEdgeError."""
+    for line in reversed(_ANSI.sub("", traceback_text).splitlines()):
+        match = _RAISED.match(line.strip())
+        if match is None:
+            continue
+        kind = getattr(errors, match.group(1), None)
+        if isinstance(kind, type) and issubclass(kind, ResnetEdgeError):
+            return kind(match.group(2))
+        return DeviceError(f"a Ray worker could not load the model ({match.group(1)}: {match.group(2)})")
+    return DeviceError(f"a Ray worker could not load the model ({first_line(traceback_text)})")
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """Within the block, a worker's failure is raised as its one-line ResnetEdgeError (see :func:`worker_error`),
+    and Ray Data's own report of it (a traceback of its internals on stderr) is not printed. Other errors pass
+    through unchanged."""
+    loggers = [logging.getLogger(name) for name in FAILURE_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except Exception as exc:
+        found = worker_error(exc)
+        if found is None or found is exc:
+            raise
+        raise found from None
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ are exactly its range.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from ..atomic import atomic_path
 from ..errors import DataError, InvalidArgumentError, first_line
 from ..metadata import sha256_file
 from ..registry import row_for_file
-from .cluster import WorkerPlan, import_ray, plan_workers, quiet_data, session
+from .cluster import WorkerPlan, check_loads, import_ray, plan_workers, quiet_data, session, worker_errors
 from .sources import image_paths
 
 MANIFEST = "_scoring.json"
@@ -128,6 +129,14 @@ def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
+def _discard(out: Path, created: bool) -> None:
+    """Undo a run that wrote no shard: its manifest, and the folder if this run made it (and it is empty)."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+
+
 def _finished(part: Path, rows: int) -> bool:
     if not part.is_file():
         return False
@@ -167,6 +176,9 @@ def score(
     Rows: ``row`` (position in the source), ``path``, ``labels``/``indices``/``scores`` (top-k, best first) and
     ``error`` (why an image could not be read; its top-k lists are empty). A rerun into the same ``out`` skips
     the shards already written. ``address`` is a Ray cluster (None or ``local`` starts one on loopback).
+    The artifact is loaded once here first, so a broken model fails in one line before Ray starts; the manifest
+    (``_scoring.json``) is written once a worker has returned rows, and a run that fails before its first shard
+    leaves no folder behind.
     ``batch_size`` images go through the model at once; ``task_rows`` images make one Ray task (the unit Ray
     schedules and retries).
     """
@@ -187,12 +199,19 @@ def score(
     summary = ScoreSummary(str(out), len(paths), shards=len(shards), shards_skipped=len(shards) - len(pending),
                            parts=[str(p) for p in parts])
     if pending:
-        with session(address):
-            plan = plan_workers(artifact, device, workers)
-            summary.workers, summary.device = plan.actors, plan.device
-            if not recorded:  # only once the run can start: a failed start leaves no folder behind
-                _write_manifest(out, manifest)
-            _run(artifact, paths, shards, parts, pending, plan, top_k, batch_size, task_rows, summary, progress)
+        check_loads([artifact], device)
+        created = not out.exists()
+        try:
+            with session(address):
+                plan = plan_workers(artifact, device, workers)
+                summary.workers, summary.device = plan.actors, plan.device
+                first_rows = (lambda: None) if recorded else (lambda: _write_manifest(out, manifest))
+                _run(artifact, paths, shards, parts, pending, plan, top_k, batch_size, task_rows, summary, progress,
+                     first_rows)
+        except BaseException:
+            if not recorded and summary.shards_written == 0:
+                _discard(out, created)
+            raise
     _count(summary, parts)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -200,12 +219,15 @@ def score(
 
 def _run(artifact: Path, paths: list[str], shards: list[range], parts: list[Path], pending: set[int],
          plan: WorkerPlan, top_k: int, batch_size: int, task_rows: int, summary: ScoreSummary,
-         progress: Callable[[str], None] | None) -> None:
-    """Stream the pending rows through the actor pool; write each shard as soon as all its rows are back."""
+         progress: Callable[[str], None] | None, first_rows: Callable[[], None]) -> None:
+    """Stream the pending rows through the actor pool; write each shard as soon as all its rows are back.
+
+    ``first_rows`` is called once, when the first rows are back (a worker has loaded the model); a worker's error
+    (an actor that died loading the model included) is raised as its one-line ResnetEdgeError.
+    """
     ray = import_ray()
     quiet_data(ray)
     rows = [{"row": r, "path": paths[r]} for i in sorted(pending) for r in shards[i]]
-    shard_size = len(shards[0])
     task_rows = min(task_rows, -(-len(rows) // plan.actors))  # every actor gets work, even on a short job
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // task_rows)))
     scored = dataset.map_batches(
@@ -214,22 +236,31 @@ def _run(artifact: Path, paths: list[str], shards: list[range], parts: list[Path
         batch_size=task_rows, compute=ray.data.ActorPoolStrategy(size=plan.actors), batch_format="numpy",
         **plan.remote_args())
     waiting: dict[int, dict[int, dict[str, Any]]] = {i: {} for i in pending}
-    for block in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-        schema = block.schema
-        for record in block.to_pylist():
-            index = record["row"] // shard_size
-            waiting[index].setdefault(record["row"], record)  # a retried task's second copy is the same row
-            if len(waiting[index]) == len(shards[index]):
-                done = waiting.pop(index)
-                _write_shard(parts[index], [done[r] for r in shards[index]], schema)
-                summary.shards_written += 1
-                summary.processed += len(done)
-                if progress is not None:
-                    progress(f"{summary.shards_skipped + summary.shards_written}/{summary.shards} shards written "
-                             f"({parts[index].name})")
+    with worker_errors():
+        for number, block in enumerate(scored.iter_batches(batch_size=None, batch_format="pyarrow")):
+            if number == 0:
+                first_rows()
+            _collect(block, shards, parts, waiting, summary, progress)
     if waiting:
         missing = sum(len(shards[i]) - len(got) for i, got in waiting.items())
         raise DataError(f"Ray returned {missing} fewer rows than were sent; {len(waiting)} shard(s) not written")
+
+
+def _collect(block: Any, shards: list[range], parts: list[Path], waiting: dict[int, dict[int, dict[str, Any]]],
+             summary: ScoreSummary, progress: Callable[[str], None] | None) -> None:
+    """File a block's rows under their shards; write each shard whose rows are all back."""
+    shard_size = len(shards[0])
+    for record in block.to_pylist():
+        index = record["row"] // shard_size
+        waiting[index].setdefault(record["row"], record)  # a retried task's second copy is the same row
+        if len(waiting[index]) == len(shards[index]):
+            done = waiting.pop(index)
+            _write_shard(parts[index], [done[r] for r in shards[index]], block.schema)
+            summary.shards_written += 1
+            summary.processed += len(done)
+            if progress is not None:
+                progress(f"{summary.shards_skipped + summary.shards_written}/{summary.shards} shards written "
+                         f"({parts[index].name})")
 
 
 def _count(summary: ScoreSummary, parts: list[Path]) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ... import artifact
 from ...errors import DataError, DeviceError, ModelFileError
+from ...metadata import check_input_shape
 from ...preprocess import InputSpec, dequantize
 from ..base import Backend
 from .compat import check_batch, check_engine_compatibility, engine_info
@@ -114,6 +115,7 @@ class TensorRTBackend(Backend):
         shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
         if len(shape) != 4 or min(shape[1:]) < 1:
             raise ModelFileError(f"{source}: input {self.input_name} must be NHWC with a fixed size, got {shape}")
+        check_input_shape(shape[1:], source, f"input {self.input_name}")  # before any buffer is allocated
         dtype = _numpy_dtype(trt, engine.get_tensor_dtype(self.input_name), source)
         if dtype.name not in INPUT_DTYPES:
             raise ModelFileError(f"{source}: unsupported input type {dtype.name}")
