@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from camera import measure_camera, median_ms, print_camera, raw_call
+from camera import measure_camera, print_camera, raw_call
 
 from resnet_edge.atomic import atomic_path
 from resnet_edge.benchmark import FormatRow, run_all
+from resnet_edge.latency import interleave
+from resnet_edge.optimize import decide
 from resnet_edge.report import format_table, machine_description, write_reports
 
 RESNET50_FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8", "openvino", "openvino-int8")
@@ -57,14 +59,21 @@ def _p50(rows: list[FormatRow], name: str) -> float | None:
 
 
 def ratios(rows: list[FormatRow]) -> dict[str, Any]:
-    """Best CPU format vs Keras, and ONNX Runtime int8 vs fp32 (both as p50 speed-ups)."""
+    """Best CPU format vs Keras, and ONNX Runtime int8 vs fp32 (both as p50 speed-ups). The best format is
+    chosen as ``optimize`` chooses (``decide``): formats within each other's noise are a tie, named in
+    ``best_tied_with``."""
     keras = _p50(rows, "keras")
     candidates = [r for r in rows if r.format != "keras" and r.status == "ok" and r.p50_ms]
-    best = min(candidates, key=lambda r: r.p50_ms, default=None)
+    decision = decide(candidates)
+    best = decision.chosen
     onnx, onnx_int8 = _p50(rows, "onnx"), _p50(rows, "onnx-int8")
     return {
         "p50_ms": {r.format: r.p50_ms for r in rows if r.p50_ms},
+        "noise_ms": {r.format: r.noise_ms for r in rows if r.p50_ms},
+        "noisy": [r.format for r in rows if r.noisy],
         "best_format": best.format if best else None,
+        "best_tied_with": [r.format for r in decision.tied_with],
+        "best_rule": decision.rule,
         "best_vs_keras": keras / best.p50_ms if best and keras else None,
         "ort_int8_vs_ort_fp32": onnx / onnx_int8 if onnx and onnx_int8 else None,
     }
@@ -73,9 +82,12 @@ def ratios(rows: list[FormatRow]) -> dict[str, Any]:
 def _print_ratios(title: str, summary: dict[str, Any]) -> None:
     print(f"\n{title}")
     for name, p50 in summary["p50_ms"].items():
-        print(f"  {RUNTIME_NAMES.get(name, name):<22} p50 {p50:8.2f} ms")
+        noisy = "  noisy" if name in summary["noisy"] else ""
+        print(f"  {RUNTIME_NAMES.get(name, name):<22} p50 {p50:8.2f} ms ±{summary['noise_ms'][name]:.2g}{noisy}")
     if summary["best_vs_keras"]:
-        print(f"  best CPU format ({summary['best_format']}) vs Keras: {summary['best_vs_keras']:.2f}x faster")
+        tie = (f" (tied within noise with {', '.join(summary['best_tied_with'])}; chosen by {summary['best_rule']})"
+               if summary["best_tied_with"] else "")
+        print(f"  best CPU format ({summary['best_format']}) vs Keras: {summary['best_vs_keras']:.2f}x faster{tie}")
     if summary["ort_int8_vs_ort_fp32"]:
         print(f"  ONNX Runtime int8 vs fp32: {summary['ort_int8_vs_ort_fp32']:.2f}x faster")
 
@@ -186,7 +198,7 @@ def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[st
     calibration = CalibrationSet.from_source("photos", (224, 224), settings.calib_count)
     path = out / "artifacts" / "resnet50_224" / "resnet50_224_random_int8_softmax.tflite"
     result = export(model_path, "tflite-int8", path, calibration=calibration, verify=False, int8_softmax=True)
-    report = verify_artifact(load_source(model_path)[0], result.path, "int8", calibration.holdout,
+    report = verify_artifact(load_source(model_path)[0], result.path, calibration.holdout,
                              count=settings.photo_parity_count, label="tflite-int8 --int8-softmax")
     print(f"  {report.line()}")
     return {"passed": report.passed, "cosine": report.cosine, "top1_agreement": report.top1_agreement,
@@ -194,7 +206,9 @@ def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[st
 
 
 def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, Any]:
-    """Predictor.predict on one uint8 HWC frame vs the raw runtime call it wraps, alternated in one run."""
+    """Predictor.predict on one uint8 HWC frame vs the raw runtime call it wraps, timed together in interleaved
+    rounds (``resnet_edge.latency.interleave``, as every comparison in the library), so drift on a shared
+    machine hits both alike."""
     import numpy as np
 
     from resnet_edge.runtime import load
@@ -205,17 +219,15 @@ def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, A
         if row.format not in ("onnx", "tflite-int8") or row.status != "ok":
             continue
         with load(row.path, device="cpu") as predictor:
-            raw = raw_call(predictor, frame)
-            def end_to_end(p=predictor):
-                return p.predict(frame, top_k=5)
-            for _ in range(settings.warmup):
-                raw(), end_to_end()
-            raw_ms, e2e_ms = [], []
-            for _ in range(4):  # alternate, so drift on a shared machine hits both alike
-                raw_ms.append(median_ms(raw, settings.min_time_s / 4))
-                e2e_ms.append(median_ms(end_to_end, settings.min_time_s / 4))
-        raw_p50, e2e_p50 = float(np.median(raw_ms)), float(np.median(e2e_ms))
-        results[row.format] = {"raw_ms": raw_p50, "predict_ms": e2e_p50, "ratio": e2e_p50 / raw_p50}
+            timings = interleave({"raw": raw_call(predictor, frame),
+                                  "predict": lambda p=predictor: p.predict(frame, top_k=5)},
+                                 min_time_s=settings.min_time_s, warmup=settings.warmup)
+        for timing in timings.values():
+            if timing.error is not None:
+                raise timing.error
+        raw_p50, e2e_p50 = timings["raw"].p50_ms, timings["predict"].p50_ms
+        results[row.format] = {"raw_ms": raw_p50, "predict_ms": e2e_p50, "ratio": e2e_p50 / raw_p50,
+                               "raw_noise_ms": timings["raw"].noise_ms, "predict_noise_ms": timings["predict"].noise_ms}
         print(f"  Predictor overhead {row.format:<12} raw {raw_p50:7.2f} ms  predict(frame) {e2e_p50:7.2f} ms  "
               f"ratio {e2e_p50 / raw_p50:.3f}")
     return results

@@ -1,11 +1,17 @@
-"""The per-format table (``run_all``): every format exported from one Keras model, its size, parity and speed."""
+"""The per-format table (``run_all``): every format exported from one Keras model, its size, parity and speed.
+
+Speed is measured last and all together: every candidate that is to be timed stays loaded and they are timed
+in interleaved rounds (``latency.measure_together``), so a change of load on the machine (another process, a
+thermal limit) hits every row alike instead of the ones that happened to run during it.
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +19,7 @@ import numpy as np
 
 from .cpu import usable_cores
 from .errors import MissingDependencyError, first_line
-from .latency import BenchmarkResult, measure
+from .latency import ROUNDS, BenchmarkResult, measure_together
 from .registry import BACKENDS, FORMATS, FormatEntry, resolve_format
 
 Progress = Callable[[str], None]
@@ -23,7 +29,12 @@ TRT_SKIPPED = "skipped: needs an NVIDIA GPU with TensorRT"
 
 @dataclass
 class FormatRow:
-    """One line of the format table: what was built, whether it matches the Keras model, how fast it runs."""
+    """One line of the format table: what was built, whether it matches the Keras model, how fast it runs.
+
+    ``p50_ms`` is the median of every timed call and ranks; ``noise_ms`` is the robust spread of the per-round
+    medians (see ``latency.round_noise``), ``noisy`` says it exceeds ``latency.NOISY_CV`` of the p50;
+    ``fps`` is ``batch_size * 1000 / p50_ms`` (images per second from the same statistic, not the mean).
+    """
 
     format: str
     status: str
@@ -31,6 +42,8 @@ class FormatRow:
     top1_agreement: float | None = None
     accuracy: float | None = None
     p50_ms: float | None = None
+    noise_ms: float | None = None
+    noisy: bool = False
     fps: float | None = None
     speedup: float | None = None
     precision: str | None = None
@@ -43,6 +56,7 @@ class FormatRow:
 
     @property
     def ok(self) -> bool:
+        """Built, verified (or not checked) and not failed."""
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,7 +65,8 @@ class FormatRow:
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("Format", "format"), ("Status", "status"), ("Size MB", "size_mb"), ("Top-1 agreement", "top1_agreement"),
-    ("Accuracy", "accuracy"), ("p50 ms", "p50_ms"), ("FPS", "fps"), ("Speed-up", "speedup"),
+    ("Accuracy", "accuracy"), ("p50 ms", "p50_ms"), ("Noise ms", "noise_ms"), ("FPS (p50)", "fps"),
+    ("Speed-up", "speedup"),
 )
 
 
@@ -92,14 +107,40 @@ class _Context:
     min_time_s: float
     say: Progress
     time_failed: bool = True
+    stack: ExitStack = field(default_factory=ExitStack)
+    to_time: dict[str, tuple[FormatRow, Any]] = field(default_factory=dict)
+
+    def time_later(self, row: FormatRow, predictor: Any) -> None:
+        """Keep ``predictor`` loaded until every format is built, then time it with the others."""
+        self.to_time[row.format] = (row, predictor)
 
 
-def _latency(predictor: Any, ctx: _Context) -> BenchmarkResult:
-    return measure(predictor, ctx.batch_size, warmup=ctx.warmup, min_time_s=ctx.min_time_s)
+def fill_latency(row: FormatRow, result: BenchmarkResult) -> None:
+    """Copy a measurement into its row: p50, noise, the noisy flag and FPS, all from the same timed calls."""
+    row.p50_ms, row.noise_ms, row.noisy = result.p50_ms, result.noise_ms, result.noisy
+    row.fps, row.latency = result.throughput, result.to_dict()
 
 
-def _fill_latency(row: FormatRow, result: BenchmarkResult) -> None:
-    row.p50_ms, row.fps, row.latency = result.p50_ms, result.throughput, result.to_dict()
+def _failure(exc: Exception) -> str:
+    text, kind = first_line(exc), type(exc).__name__
+    return text if text == kind else f"{kind}: {text}"
+
+
+def _time_together(ctx: _Context) -> None:
+    """Time every loaded candidate in interleaved rounds; a candidate that raises becomes a ``failed:`` row."""
+    if not ctx.to_time:
+        return
+    names = ", ".join(ctx.to_time)
+    ctx.say(f"measuring latency of {names} together: {ROUNDS} interleaved rounds, {ctx.min_time_s:g} s each in all")
+    results = measure_together({name: predictor for name, (_, predictor) in ctx.to_time.items()},
+                               ctx.batch_size, warmup=ctx.warmup, min_time_s=ctx.min_time_s)
+    for name, result in results.items():
+        row = ctx.to_time[name][0]
+        if isinstance(result, Exception):
+            row.status = f"failed: {_failure(result)}"
+            ctx.say(f"{name}: {row.status}")
+        else:
+            fill_latency(row, result)
 
 
 def _reference_row(ctx: _Context) -> FormatRow:
@@ -112,7 +153,7 @@ def _reference_row(ctx: _Context) -> FormatRow:
         labels = ctx.holdout.labels if labels_match(ctx.holdout, outputs, ctx.reference.labels) else None
         report = compare_outputs(outputs, outputs, "fp32", labels, REFERENCE)
         row.top1_agreement, row.accuracy, row.parity = report.top1_agreement, report.candidate_accuracy, report.to_dict()
-    _fill_latency(row, _latency(ctx.reference, ctx))
+    ctx.time_later(row, ctx.reference)
     return row
 
 
@@ -131,7 +172,8 @@ def _format_row(fmt: FormatEntry, ctx: _Context, options: Mapping[str, Any] | No
     result = export_module.export(ctx.model_path, fmt.name, path, verify=False, progress=ctx.say,
                                   calibration=ctx.calibration if fmt.calibrated else None, **options)
     row.size_mb, row.export_s = result.size_bytes / 1e6, result.seconds
-    with load(path, device=ctx.device, threads=ctx.threads) as candidate:
+    with ExitStack() as opened:
+        candidate = opened.enter_context(load(path, device=ctx.device, threads=ctx.threads))
         if ctx.reference_outputs is not None:
             report = compare(ctx.reference, candidate, ctx.holdout, reference_outputs=ctx.reference_outputs,
                              name=label)
@@ -142,8 +184,8 @@ def _format_row(fmt: FormatEntry, ctx: _Context, options: Mapping[str, Any] | No
                 row.status = f"exported but failed parity: {'; '.join(report.failures)}"
                 if not ctx.time_failed:
                     return row
-        ctx.say(f"{label}: measuring latency")
-        _fill_latency(row, _latency(candidate, ctx))
+        ctx.stack.push(opened.pop_all())  # stays loaded until every candidate has been timed
+        ctx.time_later(row, candidate)
     return row
 
 
@@ -173,8 +215,7 @@ def _guarded(name: str, build: Callable[[], FormatRow], say: Progress) -> Format
     try:
         return build()
     except Exception as exc:
-        text, kind = first_line(exc), type(exc).__name__
-        reason = text if text == kind else f"{kind}: {text}"
+        reason = _failure(exc)
         say(f"{name}: failed: {reason}")
         return FormatRow(name, f"failed: {reason}")
 
@@ -235,6 +276,10 @@ def run_all(
     (default: every usable core), since their own defaults differ (TFLite's is one thread). ``variants``
     adds each format's further option sets this machine supports (OpenVINO at bf16); ``time_failed=False``
     does not time a format that failed parity.
+
+    Every format is exported and verified first; then all that are to be timed (they stay loaded) are timed
+    together in interleaved rounds for about ``min_time_s`` each (``latency.measure_together``), so their p50s,
+    noise figures and FPS come from the same minutes of the machine's life.
     """
     from .parity import run_outputs
     from .runtime import load
@@ -250,21 +295,22 @@ def run_all(
         reference_outputs = None if holdout is None else run_outputs(reference, holdout.images)
         ctx = _Context(model_path, out_dir, reference, reference_outputs, holdout, calibration, device, threads,
                        batch_size, warmup, min_time_s, say, time_failed)
-        say(f"{REFERENCE}: measuring latency")
-        rows = [_guarded(REFERENCE, lambda: _reference_row(ctx), say)]
-        for fmt in selected:
-            reason = unavailable(fmt, device)
-            if reason is not None:
-                rows.append(FormatRow(fmt.name, reason, precision=fmt.precision, batch_size=batch_size))
-                continue
-            rows.append(_guarded(fmt.name, lambda fmt=fmt: _format_row(fmt, ctx), say))
-            for options in _variants(fmt) if variants else ():
-                rows.append(_guarded(variant_name(fmt, options),
-                                     lambda fmt=fmt, options=options: _format_row(fmt, ctx, options), say))
+        with ctx.stack:
+            rows = [_guarded(REFERENCE, lambda: _reference_row(ctx), say)]
+            for fmt in selected:
+                reason = unavailable(fmt, device)
+                if reason is not None:
+                    rows.append(FormatRow(fmt.name, reason, precision=fmt.precision, batch_size=batch_size))
+                    continue
+                rows.append(_guarded(fmt.name, lambda fmt=fmt: _format_row(fmt, ctx), say))
+                for options in _variants(fmt) if variants else ():
+                    rows.append(_guarded(variant_name(fmt, options),
+                                         lambda fmt=fmt, options=options: _format_row(fmt, ctx, options), say))
+            _time_together(ctx)
     finally:
         reference.close()
     _speedups(rows)
     return rows
 
 
-__all__ = ["COLUMNS", "FormatRow", "rows_to_dict", "run_all", "unavailable"]
+__all__ = ["COLUMNS", "FormatRow", "fill_latency", "rows_to_dict", "run_all", "unavailable"]

@@ -1,4 +1,8 @@
-"""Benchmark tables written as JSON, CSV, Markdown and a PNG chart, plus a description of the machine."""
+"""Benchmark tables written as JSON, CSV, Markdown and a PNG chart, plus a description of the machine.
+
+Every output shows the same figures: the p50 (which ranks), its noise (the round-to-round spread) with the word
+``noisy`` where the spread exceeds ``latency.NOISY_CV`` of the p50, and FPS from the p50.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +25,21 @@ from .atomic import atomic_path
 from .benchmark import COLUMNS, FormatRow, rows_to_dict
 from .cpu import usable_cores
 from .errors import MissingDependencyError
+from .latency import NOISY_CV
 from .metadata import tool_versions
 
 Row = FormatRow | Mapping[str, Any]
 
 TOOLS = ("resnet-edge", "numpy", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
          "ai-edge-litert", "tensorrt")
-LATENCY_FIELDS = ("mean_ms", "p90_ms", "p99_ms", "std_ms", "runs", "first_inference_ms", "rss_peak_mib")
-CSV_FIELDS = (*(key for _, key in COLUMNS), "precision", "export_s", "batch_size", "threads", *LATENCY_FIELDS,
-              "path")
+LATENCY_FIELDS = ("mean_ms", "p90_ms", "p99_ms", "std_ms", "spread", "rounds", "runs", "first_inference_ms",
+                  "rss_peak_mib")
+CSV_FIELDS = (*(key for _, key in COLUMNS), "noisy", "precision", "export_s", "batch_size", "threads",
+              *LATENCY_FIELDS, "path")
+NOISY = "noisy"
+LEGEND = ("p50 is the median of every timed call, the formats timed together in interleaved rounds; noise is "
+          "the round-to-round spread of the median (1.4826 × MAD of the per-round medians), marked **noisy** "
+          f"above {NOISY_CV:.0%} of the p50; FPS is batch size × 1000 / p50.")
 
 
 def _as_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -75,10 +85,14 @@ def machine_description() -> dict[str, Any]:
     }
 
 
-def _cell(key: str, value: Any) -> str:
-    """A table cell: ratios as percentages, times and sizes to a sensible precision, blanks as a dash."""
+def _cell(key: str, row: Mapping[str, Any]) -> str:
+    """A table cell: ratios as percentages, times and sizes to a sensible precision, blanks as a dash; the
+    noise as ``±x`` followed by ``noisy`` where the row is flagged."""
+    value = row.get(key)
     if value is None:
         return "—"
+    if key == "noise_ms":
+        return f"±{value:.2g}" + (f" {NOISY}" if row.get("noisy") else "")
     if key in ("top1_agreement", "accuracy"):
         return f"{value:.2%}"
     if key == "speedup":
@@ -123,7 +137,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
     lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |",
              "|" + "|".join("---" if key in ("format", "status") else "---:" for _, key in COLUMNS) + "|"]
     for row in _as_dicts(rows):
-        cells = (_cell(key, row.get(key)).replace("|", "\\|") for _, key in COLUMNS)
+        cells = (_cell(key, row).replace("|", "\\|") for _, key in COLUMNS)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -136,7 +150,7 @@ def _markdown(title: str, rows: list[dict[str, Any]], machine: Mapping[str, Any]
     batch = rows[0].get("batch_size", 1) if rows else 1
     threads = rows[0].get("threads") if rows else None
     setup = f"Batch size {batch}" + (f", {threads} thread(s) per runtime" if threads else "")
-    parts = [f"# {title}", "", f"{setup}; speed-up is the Keras p50 over the format's p50.", ""]
+    parts = [f"# {title}", "", f"{setup}; speed-up is the Keras p50 over the format's p50. {LEGEND}", ""]
     parts += [f"- **{key.replace('_', ' ')}**: {_fact(value)}" for key, value in (extra or {}).items()]
     parts += ["", markdown_table(rows), ""] if extra else [markdown_table(rows), ""]
     if chart:
@@ -147,22 +161,41 @@ def _markdown(title: str, rows: list[dict[str, Any]], machine: Mapping[str, Any]
     return "\n".join(parts)
 
 
-def _bar_chart(axes: Any, rows: list[dict[str, Any]], key: str, label: str) -> None:
-    """Horizontal bars of ``key`` per format; a format without a value shows its status instead."""
+def _passed(status: str) -> bool:
+    """``ok``, or tied with ``optimize``'s pick: a row that works, drawn and styled as such."""
+    return status == "ok" or status.startswith("tied with")
+
+
+def _bar_chart(axes: Any, rows: list[dict[str, Any]], key: str, label: str, noise: str | None = None) -> None:
+    """Horizontal bars of ``key`` per format; a format without a value shows its status instead.
+
+    With ``noise`` (the latency chart), each bar carries an error bar of that key's value, and a noisy row's
+    bar is hatched and labelled ``noisy``.
+    """
     names = [row["format"] for row in rows]
     values = [row.get(key) or 0.0 for row in rows]
     positions = list(range(len(rows)))
-    colors = ["#2ca02c" if row.get("status") == "chosen" else "#4c72b0" if row.get("status") == "ok" else "#b0b0b0"
-              for row in rows]  # optimize's pick green; formats that did not pass grey
-    bars = axes.barh(positions, values, color=colors)
+    colors = ["#2ca02c" if row.get("status") == "chosen" else "#4c72b0" if _passed(str(row.get("status", "")))
+              else "#b0b0b0" for row in rows]  # optimize's pick green; formats that did not pass grey
+    errors = [(row.get(noise) or 0.0) if noise else 0.0 for row in rows]
+    bars = axes.barh(positions, values, color=colors, xerr=errors if noise else None, ecolor="#333333",
+                     capsize=3)
     axes.set_yticks(positions, names)
     axes.invert_yaxis()
     axes.set_xlabel(label)
-    top = max(values, default=0.0) or 1.0
-    axes.set_xlim(0, top * 1.35)
-    for bar, row, value in zip(bars, rows, values, strict=True):
-        note = f"{value:.3g}" if row.get(key) is not None else f"missing: {row.get('status', '')}"[:60]
-        axes.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, note, va="center", fontsize=7)
+    top = max((v + e for v, e in zip(values, errors, strict=True)), default=0.0) or 1.0
+    axes.set_xlim(0, top * 1.45)
+    for bar, row, value, error in zip(bars, rows, values, errors, strict=True):
+        if row.get(key) is None:
+            note = f"missing: {row.get('status', '')}"[:60]
+        else:
+            note = f"{value:.3g}" + (f" ±{error:.2g}" if noise and error else "")
+            if noise and row.get("noisy"):
+                bar.set_hatch("///")
+                bar.set_edgecolor("#d62728")
+                note += f" {NOISY}"
+        axes.text(bar.get_width() + error + top * 0.01, bar.get_y() + bar.get_height() / 2, note, va="center",
+                  fontsize=7, color="#d62728" if noise and row.get("noisy") else "black")
 
 
 def _write_png(path: Path, title: str, rows: list[dict[str, Any]]) -> None:
@@ -172,7 +205,8 @@ def _write_png(path: Path, title: str, rows: list[dict[str, Any]]) -> None:
     figure = figure_module.Figure(figsize=(11, 1.2 + 0.45 * max(len(rows), 1)), dpi=100, layout="constrained")
     agg.FigureCanvasAgg(figure)
     latency_axes, size_axes = figure.subplots(1, 2)
-    _bar_chart(latency_axes, rows, "p50_ms", "p50 latency (ms, lower is better)")
+    _bar_chart(latency_axes, rows, "p50_ms", "p50 latency (ms, lower is better; ± noise, hatched = noisy)",
+               noise="noise_ms")
     _bar_chart(size_axes, rows, "size_mb", "size (MB)")
     figure.suptitle(title)
     with atomic_path(path) as tmp:
@@ -208,20 +242,24 @@ def write_reports(
 
 
 def format_table(rows: Sequence[Row]) -> Any:
-    """The format table as a ``rich`` Table for the terminal; failed rows in red, skipped in dim."""
+    """The format table as a ``rich`` Table for the terminal; failed rows in red, skipped in dim, a noisy
+    row's noise cell in yellow with the word ``noisy``; the caption says how to read p50, noise and FPS."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table()
+    table = Table(caption=LEGEND.replace("**", ""))
     for name, key in COLUMNS:
         numeric = key not in ("format", "status")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=key != "status",
                          overflow="fold")
     for row in _as_dicts(rows):
         status = str(row.get("status", ""))
-        style = ("bold green" if status == "chosen" else None if status == "ok"
+        style = ("bold green" if status == "chosen" else None if _passed(status)
                  else "dim" if status.startswith(("skipped", "over budget")) else "red")
-        table.add_row(*(_cell(key, row.get(key)) for _, key in COLUMNS), style=style)
+        cells = [Text(_cell(key, row), style="bold yellow") if key == "noise_ms" and row.get("noisy")
+                 else _cell(key, row) for _, key in COLUMNS]
+        table.add_row(*cells, style=style)
     return table
 
 
-__all__ = ["CSV_FIELDS", "format_table", "machine_description", "markdown_table", "write_reports"]
+__all__ = ["CSV_FIELDS", "LEGEND", "format_table", "machine_description", "markdown_table", "write_reports"]

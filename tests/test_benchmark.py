@@ -1,15 +1,28 @@
-"""measure() statistics and run_all()'s table: statuses, planted failures, speed-up."""
+"""measure() statistics, interleaved timing rounds and run_all()'s table: statuses, planted failures, speed-up,
+noise and FPS from the p50."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from resnet_edge import benchmark as benchmark_module
 from resnet_edge.benchmark import TRT_SKIPPED, FormatRow, rows_to_dict, run_all
 from resnet_edge.errors import InvalidArgumentError
-from resnet_edge.latency import NOISY_CV, benchmark_artifact, measure, parse_frame
+from resnet_edge.latency import (
+    NOISY_CV,
+    ROUNDS,
+    Candidate,
+    benchmark_artifact,
+    interleave,
+    measure,
+    measure_together,
+    parse_frame,
+    round_noise,
+)
 from resnet_edge.preprocess import InputSpec
 from resnet_edge.runtime.base import Backend, Predictor
 
@@ -43,10 +56,14 @@ def test_measure_statistics_are_consistent(echo: Predictor) -> None:
     assert result.runs >= 25 and len(result.times_ms) == result.runs
     assert echo.backend.calls == 1 + 3 + result.runs
     assert result.min_ms <= result.p50_ms <= result.p90_ms <= result.p99_ms <= result.max_ms
-    assert result.throughput == pytest.approx(2 * 1000.0 / result.mean_ms)
+    assert result.throughput == pytest.approx(2 * 1000.0 / result.p50_ms)  # FPS from the figure that ranks
     assert result.cv == pytest.approx(result.std_ms / result.mean_ms)
-    assert result.noisy == (result.cv > NOISY_CV)
+    assert result.rounds == ROUNDS == len(result.round_p50_ms) and not result.interleaved
+    assert result.noise_ms == pytest.approx(round_noise(result.round_p50_ms))
+    assert result.spread == pytest.approx(result.noise_ms / result.p50_ms)
+    assert result.noisy == (result.spread > NOISY_CV)
     assert (result.warning is not None) == result.noisy
+    assert "img/s at p50" in result.line()
     assert result.first_inference_ms > 0 and result.rss_peak_mib > 0 and result.max_rss_mib > 0
     assert result.backend == "echo" and result.batch_size == 2 and not result.end_to_end
     data = result.to_dict()
@@ -95,6 +112,85 @@ def test_measure_rejects_bad_settings(echo: Predictor, bad: dict) -> None:
         measure(echo, **bad)
 
 
+class _Paced(_EchoBackend):
+    """An echo backend that sleeps: 1 ms per call for the first ``fast`` calls, 4 ms after (a machine that
+    became busy half-way)."""
+
+    fast = 11
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        time.sleep(0.001 if self.calls < self.fast else 0.004)
+        return super().run(batch)
+
+
+def test_a_run_whose_rounds_disagree_is_flagged_noisy() -> None:
+    paced = Predictor(_Paced(Path("paced.bin")))
+    result = measure(paced, warmup=0, min_time_s=0.0, min_runs=20, max_runs=20)
+    assert result.rounds == ROUNDS and min(result.round_p50_ms) < 2.0 < max(result.round_p50_ms)
+    assert result.noise_ms > 1.0 and result.noisy
+    assert result.warning.startswith("noisy: round-to-round variation")
+
+
+def test_round_noise_is_a_robust_spread_of_the_round_medians() -> None:
+    assert round_noise([1.0]) == 0.0
+    assert round_noise([1.0, 1.0, 1.0, 1.0, 9.0]) == 0.0  # one disturbed round does not make a run noisy
+    assert round_noise([1.0, 2.0, 3.0]) == pytest.approx(1.4826)
+
+
+def _recorder(order: list[str], name: str, fail_on: int | None = None):
+    def call() -> None:
+        order.append(name)
+        if fail_on is not None and order.count(name) == fail_on:
+            raise RuntimeError(f"{name} broke")
+    return call
+
+
+def test_interleave_alternates_candidates_and_rotates_the_order() -> None:
+    order: list[str] = []
+    calls = {name: _recorder(order, name) for name in ("a", "b", "c")}
+    timings = interleave(calls, min_time_s=0.0, warmup=2, rounds=4, slice_warmup=1, settle_s=0.0)
+    warm = ["a"] * 3 + ["b"] * 3 + ["c"] * 3  # first call + 2 warm-up calls each
+    slices = [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert order == warm + [name for rotation in slices for name in rotation for _ in range(2)]
+    for timing in timings.values():
+        assert len(timing.rounds) == 4 and all(len(block) == 1 for block in timing.rounds)
+        assert timing.discarded == 4 and timing.first_ns > 0 and timing.error is None
+        assert len(timing.round_p50_ms) == 4 and timing.p50_ms > 0
+
+
+def test_interleave_gives_each_candidate_its_time_in_slices() -> None:
+    seen: list[str] = []
+    calls = {"slow": lambda: time.sleep(0.002), "fast": lambda: None}
+    timings = interleave(calls, min_time_s=0.04, warmup=0, rounds=4, slice_warmup=0, settle_s=0.0,
+                         on_slice=seen.append)
+    assert seen == ["slow", "fast", "fast", "slow", "slow", "fast", "fast", "slow"]
+    assert all(len(timing.rounds) == 4 for timing in timings.values())
+    assert sum(timings["slow"].times_ns) >= 0.95 * 0.04e9  # about min_time_s of timed calls, over the rounds
+    assert len(timings["slow"].times_ns) <= 4 * (0.01 / 0.002 + 1)  # no more than its slices allow
+    assert len(timings["fast"].times_ns) > len(timings["slow"].times_ns)
+
+
+def test_interleave_drops_a_failing_candidate_and_goes_on() -> None:
+    order: list[str] = []
+    calls = {"good": _recorder(order, "good"), "bad": _recorder(order, "bad", fail_on=3)}
+    timings = interleave(calls, min_time_s=0.0, warmup=0, rounds=5, slice_warmup=0, settle_s=0.0)
+    assert str(timings["bad"].error) == "bad broke" and len(timings["bad"].rounds) == 1
+    assert timings["good"].error is None and len(timings["good"].rounds) == 5
+
+
+def test_measure_together_reports_fps_from_p50_and_noise_per_candidate() -> None:
+    first, second = (Predictor(_EchoBackend(Path(f"{name}.bin"))) for name in ("first", "second"))
+    results = measure_together({"first": first, "second": Candidate(second, end_to_end=True)}, batch_size=4,
+                               warmup=1, min_time_s=0.02, settle_s=0.0)
+    assert list(results) == ["first", "second"]
+    for result in results.values():
+        assert result.interleaved and result.rounds == ROUNDS and result.batch_size == 4
+        assert result.throughput == pytest.approx(4 * 1000.0 / result.p50_ms)
+        assert result.noise_ms == pytest.approx(round_noise(result.round_p50_ms))
+        assert result.to_dict()["round_p50_ms"] == result.round_p50_ms
+    assert not results["first"].end_to_end and results["second"].end_to_end
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random-init resnet18 at 32x32 made confident in one class, so int8 agreement is deterministic."""
@@ -125,6 +221,16 @@ def test_run_all_rows(good_rows: list[FormatRow]) -> None:
         assert row.top1_agreement is not None and row.accuracy is not None
         assert row.latency["batch_size"] == 1 and row.parity["samples"] == 100
         assert Path(row.path).is_file()
+
+
+@pytest.mark.slow
+def test_run_all_times_every_format_together_fps_from_p50(good_rows: list[FormatRow]) -> None:
+    for row in good_rows:
+        assert row.latency["interleaved"] and row.latency["rounds"] == ROUNDS
+        assert row.fps == pytest.approx(row.batch_size * 1000.0 / row.p50_ms)
+        assert row.noise_ms == row.latency["noise_ms"] >= 0 and row.noisy == row.latency["noisy"]
+        assert row.noisy == (row.noise_ms > NOISY_CV * row.p50_ms)
+        assert rows_to_dict([row])[0]["noise_ms"] == row.noise_ms
     assert good_rows[0].top1_agreement == 1.0 and good_rows[0].speedup == 1.0
     assert [r.precision for r in good_rows] == ["fp32", "fp32", "int8"]
 
@@ -144,6 +250,7 @@ def test_benchmark_artifact_per_batch_size(good_rows: list[FormatRow]) -> None:
     assert all(r.load_s is not None and r.load_s > 0 and r.backend == "onnxruntime" for r in results)
     framed = benchmark_artifact(good_rows[1].path, device="cpu", warmup=1, min_time_s=0.05, frame=(720, 1280))
     assert [(r.batch_size, r.frame, r.end_to_end) for r in framed] == [(1, None, False), (1, (720, 1280), True)]
+    assert all(r.interleaved and r.load_s > 0 for r in framed)  # raw and predict(frame) timed in alternation
 
 
 @pytest.mark.slow
@@ -169,7 +276,16 @@ def test_planted_wrong_and_broken_artifacts_are_reported(
         return wrong_weights
 
     monkeypatch.setattr(export_module, "converter", planted)
+    together = []
+    real_measure = benchmark_module.measure_together
+
+    def recorded(candidates, *args, **kwargs):
+        together.append(list(candidates))
+        return real_measure(candidates, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark_module, "measure_together", recorded)
     rows = {r.format: r for r in run_all(tiny_model, tmp_path, formats=["onnx", "tflite", "trt"], **FAST)}
+    assert together == [["keras", "onnx"]]  # one interleaved run; a failed parity is still timed by default
     assert rows["keras"].status == "ok"
     assert rows["onnx"].status.startswith("exported but failed parity: ")
     assert rows["onnx"].p50_ms is not None and rows["onnx"].parity["passed"] is False

@@ -1,4 +1,5 @@
-"""write_reports(): every file holds the same table; the chart is a real PNG; the machine is described."""
+"""write_reports(): every file holds the same table; the chart is a real PNG; the machine is described; a noisy
+row says so in every output, and FPS comes from the p50."""
 
 from __future__ import annotations
 
@@ -12,20 +13,29 @@ import pytest
 from PIL import Image
 
 from resnet_edge.benchmark import TRT_SKIPPED, FormatRow, rows_to_dict
-from resnet_edge.report import CSV_FIELDS, format_table, machine_description, markdown_table, write_reports
+from resnet_edge.report import (
+    CSV_FIELDS,
+    _bar_chart,
+    format_table,
+    machine_description,
+    markdown_table,
+    write_reports,
+)
 
 
-def _row(name: str, p50: float | None, size: float | None, status: str = "ok") -> FormatRow:
+def _row(name: str, p50: float | None, size: float | None, status: str = "ok", noise: float = 0.02) -> FormatRow:
     latency = None if p50 is None else {"mean_ms": p50 * 1.1, "p90_ms": p50 * 1.2, "p99_ms": p50 * 1.5,
-                                        "std_ms": 0.1, "runs": 50, "first_inference_ms": 9.0, "rss_peak_mib": 300.0}
+                                        "std_ms": 0.1, "spread": noise / p50, "rounds": 10, "runs": 50,
+                                        "first_inference_ms": 9.0, "rss_peak_mib": 300.0}
     return FormatRow(name, status, size_mb=size, top1_agreement=None if p50 is None else 0.995,
                      accuracy=None if p50 is None else 0.9612, p50_ms=p50, fps=None if p50 is None else 1000 / p50,
-                     precision="fp32", latency=latency)
+                     precision="fp32", latency=latency, noise_ms=None if p50 is None else noise,
+                     noisy=p50 is not None and noise > 0.15 * p50)
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[FormatRow]:
-    table = [_row("keras", 12.5, 45.1), _row("onnx", 5.0, 44.8), _row("tflite-int8", 2.5, 11.4),
+    table = [_row("keras", 12.5, 45.1), _row("onnx", 5.0, 44.8), _row("tflite-int8", 2.5, 11.4, noise=1.07),
              _row("onnx-int8", 4.0, 11.6, "exported but failed parity: top-1 agreement 97.00% < 99%"),
              _row("tflite", None, None, "failed: RuntimeError: boom"), _row("trt", None, None, TRT_SKIPPED)]
     for row in table:
@@ -64,6 +74,9 @@ def test_csv_header_and_rows(written: dict[str, Path], rows: list[FormatRow]) ->
     assert float(by_name["onnx"]["speedup"]) == pytest.approx(2.5)
     assert float(by_name["keras"]["p99_ms"]) == pytest.approx(18.75)
     assert by_name["tflite"]["p50_ms"] == "" and by_name["tflite"]["status"].startswith("failed")
+    assert by_name["tflite-int8"]["noisy"] == "True" and float(by_name["tflite-int8"]["noise_ms"]) == 1.07
+    assert by_name["onnx"]["noisy"] == "False" and float(by_name["onnx"]["spread"]) == pytest.approx(0.004)
+    assert float(by_name["onnx"]["fps"]) == pytest.approx(1000 / float(by_name["onnx"]["p50_ms"]))
 
 
 def test_markdown_has_one_row_per_format_with_numbers(written: dict[str, Path], rows: list[FormatRow]) -> None:
@@ -75,6 +88,16 @@ def test_markdown_has_one_row_per_format_with_numbers(written: dict[str, Path], 
     assert "5.00" in onnx and "2.50×" in onnx and "99.50%" in onnx and "96.12%" in onnx and "44.80" in onnx
     assert any(line.startswith("| tflite | failed: RuntimeError: boom |") for line in table)
     assert "Test CPU" in text and "python benchmarks/run.py --quick" in text and "benchmark.png" in text
+
+
+def test_markdown_marks_the_noisy_row_and_says_fps_is_from_p50(written: dict[str, Path]) -> None:
+    text = written["md"].read_text()
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert "| p50 ms | Noise ms | FPS (p50) |" in table[0]
+    assert [line.split(" | ")[0] for line in table if "noisy" in line] == ["| tflite-int8"]
+    assert "| 2.50 | ±1.1 noisy | 400.0 |" in next(line for line in table if line.startswith("| tflite-int8 |"))
+    assert "| 5.00 | ±0.02 | 200.0 |" in next(line for line in table if line.startswith("| onnx |"))
+    assert "FPS is batch size × 1000 / p50" in text and "**noisy**" in text
 
 
 def test_png_is_a_real_chart(written: dict[str, Path]) -> None:
@@ -92,9 +115,29 @@ def test_rows_can_be_plain_dicts(rows: list[FormatRow]) -> None:
 
 
 def test_format_table_for_the_terminal(rows: list[FormatRow]) -> None:
+    from rich.console import Console
+
     table = format_table(rows)
     assert table.row_count == len(rows)
     assert [c.header for c in table.columns][:3] == ["Format", "Status", "Size MB"]
+    console = Console(width=200, record=True, color_system=None)
+    console.print(table)
+    lines = console.export_text().splitlines()
+    assert [line.split()[1] for line in lines if "noisy" in line and "│" in line] == ["tflite-int8"]
+    assert any("FPS (p50)" in line for line in lines) and "FPS is batch size × 1000 / p50" in " ".join(lines)
+
+
+def test_the_chart_hatches_and_labels_a_noisy_bar(rows: list[FormatRow]) -> None:
+    from matplotlib.figure import Figure
+
+    axes = Figure().subplots()
+    _bar_chart(axes, rows_to_dict(rows), "p50_ms", "p50", noise="noise_ms")
+    hatched = [bar.get_hatch() for bar in axes.patches]
+    assert hatched[2] == "///" and hatched.count("///") == 1  # tflite-int8 only
+    labels = [text.get_text() for text in axes.texts]
+    assert labels[2] == "2.5 ±1.1 noisy" and labels[1] == "5 ±0.02"
+    errorbars = next(c for c in axes.containers if type(c).__name__ == "ErrorbarContainer")
+    assert len(errorbars.lines[2][0].get_segments()) == len(rows)  # ± noise drawn on every bar
 
 
 def test_machine_description() -> None:
