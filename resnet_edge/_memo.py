@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -29,3 +30,38 @@ class KeepLast:
 
     def clear(self) -> None:
         self._entry = None
+
+
+class BoundedCache:
+    """Results by key, the most recent first, up to ``max_bytes`` in all: the Keras reference outputs of each
+    verification batch, shared by the several formats checked on the same images. A result larger than the
+    bound is returned and not kept (the feature maps of a big backbone)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: Hashable, compute: Callable[[], T], size: Callable[[T], int]) -> T:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key][0]
+        value = compute()
+        nbytes = size(value)
+        if nbytes <= self.max_bytes:
+            self._entries[key] = (value, nbytes)
+            self._bytes += nbytes
+            while self._bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+        return value
+
+    def values(self) -> list[Any]:
+        return [value for value, _ in self._entries.values()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0

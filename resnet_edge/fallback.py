@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError
+from .parity import DIAGNOSIS_IMAGES
 
-DIAGNOSIS_IMAGES = 32
 FUSABLE = ("BatchNormalization", "Activation", "ReLU")
 WEIGHTED = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 

@@ -196,8 +196,11 @@ def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _compare(model, layers: dict[str, int], artifact: _Artifact, images: np.ndarray) -> dict[str, float]:
     keras = lazy_import("keras", extra="export")
+    from .models.resnet import layer_output
+
     names = [name for name in sorted(layers, key=layers.get) if name in artifact.candidates]
-    probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [model.get_layer(name).output for name in names])
+    probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
+                        [layer_output(model, model.get_layer(name)) for name in names])
     size = artifact.fixed_batch or BATCH_SIZE
     matches: dict[str, _Match] | None = None
     scores = _Scores()

@@ -6,6 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclasses_fields
@@ -14,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ._memo import KeepLast
+from ._memo import BoundedCache
 from .data import Dataset
-from .errors import DataError, InvalidArgumentError, ParityError, ResnetEdgeError
+from .errors import DataError, InvalidArgumentError, ParityError, ResnetEdgeError, first_line
 from .metrics import row_cosine
 from .runtime.base import looks_like_probabilities, to_probabilities
 
 DIAGNOSIS_IMAGES = 32
+FLAT_LOGITS = 1e-6  # a logit range below this carries no signal to compare
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class ParityReport:
     top5_overlap: float | None = None
     calibration_images: int | None = None
     ran: str | None = None  # the precision the runtime says it computed in, where it says (OpenVINO)
+    data: str = ""  # which images verified it: "32 images of photos/ (held out from calibration)"
+    stand_in: bool = False  # the images were built-in ones standing in for the user's (none were given)
     failures: list[str] = field(default_factory=list)
     worst_layers: list[tuple[str, float]] = field(default_factory=list)
 
@@ -108,7 +114,8 @@ class ParityReport:
         calibrated = f", calib {self.calibration_images}" if self.calibration_images else ""
         what = " (logits)" if self.compared == "logits" else ""
         ran = f", ran {self.ran}" if self.ran else ""
-        parts = [f"{self.name}: {'PASS' if self.passed else 'FAIL'} ({self.precision}{ran}, n={self.samples}{calibrated})",
+        on = f" on {self.data}" if self.data else f" on {self.samples} images"
+        parts = [f"{self.name}: {'PASS' if self.passed else 'FAIL'} ({self.precision}{ran}{calibrated}){on}",
                  f"max|err|{what} {self.max_abs:.3g}", f"mean|err| {self.mean_abs:.3g}", f"cos{what} {self.cosine:.6f}"]
         if self.top1_agreement is not None:
             decisive = ""
@@ -161,6 +168,7 @@ class RowStats:
     ref_min: np.ndarray
     ref_max: np.ndarray
     finite: np.ndarray
+    ref_finite: np.ndarray
     margin: np.ndarray | None = None
     ref_best: np.ndarray | None = None
     cand_best: np.ndarray | None = None
@@ -190,6 +198,11 @@ def row_stats(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], 
             f"({[r.shape for r in reference]} vs {[c.shape for c in candidate]})"
         )
     ref, cand = _flat(reference), _flat(candidate)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf are reported as failures, not warnings
+        return _row_stats(ref, cand, reference, logits)
+
+
+def _row_stats(ref: np.ndarray, cand: np.ndarray, reference: Sequence[np.ndarray], logits: bool) -> RowStats:
     error = np.abs(ref - cand)
     classifier = len(reference) == 1 and reference[0].ndim == 2 and reference[0].shape[1] > 1
     logits = logits and classifier
@@ -197,7 +210,7 @@ def row_stats(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], 
         values=ref.shape[1], logits=logits, classifier=classifier, max_err=error.max(axis=1),
         sum_err=error.sum(axis=1), cosine=row_cosine(_centred(ref), _centred(cand)) if logits else row_cosine(ref, cand),
         ref_abs_max=np.abs(ref).max(axis=1), ref_min=ref.min(axis=1), ref_max=ref.max(axis=1),
-        finite=np.isfinite(cand).all(axis=1),
+        finite=np.isfinite(cand).all(axis=1), ref_finite=np.isfinite(ref).all(axis=1),
     )
     if classifier:
         two_best = np.partition(ref, -2, axis=1)[:, -2:]
@@ -212,13 +225,23 @@ def row_stats(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], 
 
 
 def reduce_stats(stats: RowStats, precision: str, labels: np.ndarray | None = None, name: str = "candidate", *,
-                 calibration_images: int | None = None) -> ParityReport:
-    """The report and verdict from every image's stats (see ``Tolerance``)."""
+                 calibration_images: int | None = None, agreement: bool = True) -> ParityReport:
+    """The report and verdict from every image's stats (see ``Tolerance``).
+
+    A NaN or infinity on either side fails with its own reason (NaN compares false with every bound, so it
+    would otherwise pass). ``agreement=False`` leaves top-1 agreement out of the report and the verdict: the
+    images were built-in ones standing in for the user's, and a class "agreement" on them means nothing.
+    """
     if precision not in TOLERANCES:
         raise InvalidArgumentError(f"unknown precision {precision!r}; tolerances exist for {', '.join(TOLERANCES)}")
+    if len(stats) == 0:
+        raise DataError(f"{name}: no image to compare on")
     tolerance = TOLERANCES[precision]
     logits = stats.logits
-    scale = max(float(stats.ref_max.max() - stats.ref_min.min()) if logits else float(stats.ref_abs_max.max()), 1e-12)
+    usable = stats.finite & stats.ref_finite
+    kept = (lambda values: values[usable]) if usable.any() else (lambda values: values)
+    span = float(kept(stats.ref_max).max() - kept(stats.ref_min).min()) if logits else float(kept(stats.ref_abs_max).max())
+    scale = max(span, 1e-12) if np.isfinite(span) else 1e-12
     max_abs = float(stats.max_err.max())
     cosine = float(np.mean(stats.cosine))
     report = ParityReport(
@@ -227,7 +250,12 @@ def reduce_stats(stats: RowStats, precision: str, labels: np.ndarray | None = No
         cosine=cosine, top1_agreement=None, top5_agreement=None, reference_accuracy=None, candidate_accuracy=None,
         tolerance=tolerance, compared="logits" if logits else "outputs", calibration_images=calibration_images,
     )
-    if stats.classifier:
+    if not stats.ref_finite.all():
+        report.failures.append(f"the reference's outputs are not finite (NaN or inf) on "
+                               f"{int((~stats.ref_finite).sum())} of {len(stats)} images")
+    if not stats.finite.all():
+        report.failures.append(f"non-finite outputs (NaN or inf) on {int((~stats.finite).sum())} of {len(stats)} images")
+    if stats.classifier and agreement:
         agree = stats.ref_best == stats.cand_best
         decisive = stats.margin > tolerance.decisive_margin * scale
         report.top1_agreement = float(np.mean(agree))
@@ -238,15 +266,16 @@ def reduce_stats(stats: RowStats, precision: str, labels: np.ndarray | None = No
         if labels is not None:
             report.reference_accuracy = float(np.mean(stats.ref_best == labels))
             report.candidate_accuracy = float(np.mean(stats.cand_best == labels))
-    if not stats.finite.all():
-        report.failures.append("non-finite outputs")
     if tolerance.atol is not None and report.max_abs > tolerance.atol + tolerance.rtol * scale:
         report.failures.append(f"max|err| {report.max_abs:.3g} > {tolerance.atol + tolerance.rtol * scale:.3g}")
     if report.decisive and report.decisive_top1 < tolerance.min_top1:
         report.failures.append(f"top-1 agreement {report.decisive_top1:.2%} < {tolerance.min_top1:.0%} "
                                f"on {report.decisive} decisive images")
     floor = tolerance.cosine_floor(logits)
-    if cosine < floor:
+    if logits and span < FLAT_LOGITS:
+        report.failures.append(f"the float model's logits do not vary on these images (range {span:.3g}): an untrained "
+                               "or broken model leaves nothing to compare")
+    elif cosine < floor:
         report.failures.append(f"cosine{' (logits)' if logits else ''} {cosine:.4f} < {floor}")
     return report
 
@@ -272,94 +301,214 @@ def compare_outputs(
 
 def run_outputs(predictor, images: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
     """All outputs of a predictor over RGB ``uint8`` images, concatenated per output."""
+    if len(images) == 0:
+        raise DataError("no image to run the model on")
     chunks: list[list[np.ndarray]] = []
     for start in range(0, len(images), batch_size):
         chunks.append(predictor.run(images[start : start + batch_size]))
     return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
 
-def reference_model_for(reference, candidate):
-    """The Keras model a candidate is compared with (its logits twin when the candidate outputs logits);
-    None when the reference is not a Keras model."""
-    if reference is None or reference.backend.name != "keras":
+def keras_model_of(reference: Any) -> Any:
+    """The Keras model behind a reference: a ``keras.Model`` itself, or the one a Keras-backend Predictor holds."""
+    if reference is None:
         return None
-    from .models.reference import matching_reference
+    backend = getattr(reference, "backend", None)
+    if backend is not None:
+        return reference.native() if backend.name == "keras" else None
+    return reference
 
-    metadata = candidate.metadata
-    return matching_reference(reference.native(), metadata.output_activation if metadata else None)
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the reduction needs to know of a candidate: small and picklable, so Ray workers can send it back."""
+
+    name: str
+    path: str
+    precision: str
+    labels: tuple[str, ...]
+    calibration_images: int | None
+    ran: str | None
 
 
-def paired_outputs(reference, candidate, images: np.ndarray, keras_model=None, batch_size: int = 32,
-                   reference_outputs: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
-    """The reference's and the candidate's outputs on the same images, in the form they are compared in, and
-    whether they are logits. A candidate that outputs logits meets the Keras model's own logits when the
-    reference is a Keras model (``keras_model``), else a softmax of its logits meets the reference's probabilities.
+class Comparison:
+    """One candidate against one reference, in two steps that may run in different places.
+
+    ``stats(images)`` runs both on a batch and returns per-image figures (in process, or on a Ray worker);
+    ``report(stats, data)`` reduces them, matches the data's labels with the model's classes and, for a failed
+    int8 artifact, names the layers that lose the most. Every parity check (export verification, ``parity``,
+    ``optimize``, the accuracy budget, Ray) goes through this class.
+
+    ``reference`` is a ``keras.Model``, a Predictor (of any backend), or None when the reference outputs are
+    passed to ``stats`` (saved on another machine). A candidate that outputs logits is compared with the Keras
+    model's own logits (the model cut before its softmax) when the reference is a Keras model, else a softmax of
+    its logits meets the reference's probabilities.
     """
-    candidate_outputs = run_outputs(candidate, images, batch_size)
-    metadata = candidate.metadata
-    logits = (metadata.output_activation if metadata else None) == "linear"
-    if logits and keras_model is not None:  # the Keras model's own logits, whatever outputs were passed in
-        reference_outputs = _keras_outputs(keras_model, images)
-    elif reference_outputs is None:
-        reference_outputs = run_outputs(reference, images, batch_size)
-    if logits and len(reference_outputs) == 1 and looks_like_probabilities(reference_outputs[0]):
-        candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
-    return reference_outputs, candidate_outputs, logits
+
+    def __init__(self, reference: Any, candidate: Any, *, precision: str | None = None, name: str | None = None,
+                 batch_size: int = 32) -> None:
+        from .models.reference import matching_reference, model_digest
+
+        metadata = candidate.metadata
+        self.candidate, self.batch_size = candidate, batch_size
+        self.logits = (metadata.output_activation if metadata else None) == "linear"
+        keras_model = keras_model_of(reference)
+        self.keras_model = None if keras_model is None else matching_reference(
+            keras_model, metadata.output_activation if metadata else None)
+        self.reference = None if self.keras_model is not None else reference
+        self._digest = None if self.keras_model is None else model_digest(self.keras_model)
+        self.info = Candidate(name or Path(candidate.path).name, str(candidate.path),
+                              precision or (metadata.precision if metadata else "fp32"),
+                              tuple(metadata.labels) if metadata else (), calibration_images_of(metadata),
+                              candidate.backend.inference_precision)
+
+    def stats(self, images: np.ndarray, reference_outputs: list[np.ndarray] | None = None) -> RowStats:
+        """Per-image figures of the candidate against the reference on ``images`` (RGB ``uint8`` at the
+        candidate's input size)."""
+        candidate_outputs = run_outputs(self.candidate, images, self.batch_size)
+        logits = self.logits
+        if reference_outputs is None:
+            if self.keras_model is not None:
+                reference_outputs = _keras_outputs(self.keras_model, images, self._digest)
+            elif self.reference is not None:
+                reference_outputs = run_outputs(self.reference, images, self.batch_size)
+            else:
+                raise InvalidArgumentError("a comparison without a reference model needs the reference outputs")
+        if logits and len(reference_outputs) == 1 and looks_like_probabilities(reference_outputs[0]):
+            candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
+        return row_stats(reference_outputs, candidate_outputs, logits=logits, name=self.info.name)
+
+    def report(self, stats: RowStats, data: Dataset, diagnosis_images: np.ndarray | None = None) -> ParityReport:
+        """The verdict over ``data`` (whose ``stats`` these are, in order); see ``reduce_stats``."""
+        return reduce_candidate(stats, self.info, data, self.keras_model, diagnosis_images)
+
+    def run(self, data: Dataset, reference_outputs: list[np.ndarray] | None = None) -> ParityReport:
+        """Both steps in this process, batch by batch (feature maps of many images need not fit in memory)."""
+        step = max(self.batch_size, 1)
+        parts = []
+        for start in range(0, len(data), step):
+            given = None if reference_outputs is None else [o[start : start + step] for o in reference_outputs]
+            parts.append(self.stats(data.images[start : start + step], given))
+        if not parts:
+            raise DataError(f"{self.info.name}: no image to compare on")
+        return self.report(RowStats.concat(parts), data, data.images[:DIAGNOSIS_IMAGES])
+
+
+def reduce_candidate(stats: RowStats, info: Candidate, data: Dataset, keras_model: Any = None,
+                     diagnosis_images: np.ndarray | None = None) -> ParityReport:
+    """A candidate's report from its per-image stats over ``data``: labels matched, provenance recorded, a failed
+    int8 artifact diagnosed against ``keras_model`` on ``diagnosis_images``."""
+    classes_agree = stats.classifier and classes_match(data.class_names, stats.values, info.labels)
+    labels = data.labels if data.labels is not None and classes_agree else None
+    report = reduce_stats(stats, info.precision, labels, info.name, calibration_images=info.calibration_images,
+                          agreement=not data.stand_in or classes_agree)
+    report.ran, report.data, report.stand_in = info.ran, data.describe(), data.stand_in
+    if keras_model is not None and diagnosis_images is not None:
+        diagnose(report, keras_model, Path(info.path), diagnosis_images)
+    return report
 
 
 def compare(
     reference, candidate, data: Dataset, precision: str | None = None, batch_size: int = 32,
     name: str | None = None, reference_outputs: list[np.ndarray] | None = None,
 ) -> ParityReport:
-    """Run ``reference`` and ``candidate`` Predictors on the same images and compare their outputs.
+    """Run ``reference`` (a Predictor or a ``keras.Model``) and ``candidate`` on the same images and compare.
 
     ``precision`` defaults to the candidate's metadata; ``reference_outputs`` replaces the reference run
-    (outputs saved on another machine with ``save_reference``; ``reference`` may then be None). How logits
-    are compared: see ``paired_outputs``.
+    (outputs saved on another machine with ``save_reference``; ``reference`` may then be None).
     """
     data = data.resized(candidate.input_spec.size, candidate.resize_policy)
-    metadata = candidate.metadata
-    if precision is None:
-        precision = metadata.precision if metadata else "fp32"
-    if reference_outputs is not None and len(reference_outputs[0]) != len(data):
-        raise DataError(f"saved reference outputs cover {len(reference_outputs[0])} images, the data has {len(data)}")
-    keras_model = reference_model_for(reference, candidate)
-    reference_outputs, candidate_outputs, logits = paired_outputs(reference, candidate, data.images, keras_model,
-                                                                  batch_size, reference_outputs)
-    model_labels = metadata.labels if metadata else ()
-    labels = data.labels if labels_match(data, reference_outputs, model_labels) else None
-    report = compare_outputs(reference_outputs, candidate_outputs, precision, labels, name or Path(candidate.path).name,
-                             logits=logits, calibration_images=calibration_images_of(metadata))
-    report.ran = candidate.backend.inference_precision
-    if keras_model is not None:
-        diagnose(report, keras_model, Path(candidate.path), data.images)
-    return report
+    if reference_outputs is not None:
+        check_reference_outputs(reference_outputs, len(data))
+    return Comparison(reference, candidate, precision=precision, name=name, batch_size=batch_size).run(
+        data, reference_outputs)
 
 
-def verify_artifact(model, artifact_path: Path, precision: str, data: Dataset | None, count: int = 500,
-                    label: str = "artifact") -> ParityReport:
-    """The export-time check: the fresh artifact against the in-memory Keras model on real images."""
-    from .data import load_digits
+def check_artifacts(
+    reference: str | os.PathLike[str] | None,
+    candidates: Sequence[str | os.PathLike[str]],
+    data: str | os.PathLike[str] = "digits",
+    *,
+    count: int = 500,
+    device: str = "auto",
+    batch_size: int = 32,
+    save_outputs: str | os.PathLike[str] | None = None,
+    load_outputs: str | os.PathLike[str] | None = None,
+    progress: Any = None,
+) -> list[ParityReport]:
+    """``resnet-edge parity``: each candidate artifact against the Keras model on a stratified sample of ``data``.
+
+    ``save_outputs`` writes the reference's outputs and images (``.npz``) for a check on another machine;
+    ``load_outputs`` reads them instead of running a reference (``reference`` is then None).
+    """
+    from .data import load_dataset
     from .runtime import load
 
-    height, width = (int(v) for v in model.input_shape[1:3])
-    if data is None:
-        data = load_digits((height, width))
-    with load(artifact_path, device="auto") as candidate:
-        data = data.sample(count).resized((height, width), candidate.resize_policy)
-        candidate_outputs = run_outputs(candidate, data.images)
-        metadata, ran = candidate.metadata, candidate.backend.inference_precision
-    from .models.reference import matching_reference
+    say = progress or (lambda message: None)
+    if count < 1 or batch_size < 1:
+        raise InvalidArgumentError("--n and --batch-size must be at least 1")
+    if load_outputs is not None:
+        if reference is not None:
+            raise InvalidArgumentError("with --load-outputs give only artifacts: the saved outputs are the reference")
+        if save_outputs is not None:
+            raise InvalidArgumentError("--save-outputs and --load-outputs cannot be combined")
+        if not candidates:
+            raise InvalidArgumentError("give at least one artifact to compare with the saved outputs")
+        reference_outputs, dataset = load_reference(load_outputs)
+        reports = []
+        for path in candidates:
+            with load(path, device=device) as candidate:
+                reports.append(compare(None, candidate, dataset, batch_size=batch_size,
+                                       reference_outputs=reference_outputs))
+        return reports
+    if reference is None or Path(reference).suffix.lower() not in (".keras", ".h5"):
+        raise InvalidArgumentError(f"{reference}: the reference must be a Keras model (.keras/.h5)")
+    if not candidates and save_outputs is None:
+        raise InvalidArgumentError("give at least one artifact to compare (or --save-outputs FILE)")
+    with load(reference, device="cpu") as model:
+        dataset = load_dataset(data, model.input_spec.size, model.resize_policy).sample(count)
+        if save_outputs is not None:
+            save_reference(save_outputs, run_outputs(model, dataset.images, batch_size), dataset)
+            say(f"saved reference outputs for {dataset.describe()} to {save_outputs}")
+        reports = []
+        for path in candidates:
+            with load(path, device=device) as candidate:
+                reports.append(compare(model, candidate, dataset, batch_size=batch_size))
+    return reports
 
-    activation = metadata.output_activation if metadata else None
-    reference_model = matching_reference(model, activation)
-    keras_outputs = _keras_outputs(reference_model, data.images)
-    labels = data.labels if labels_match(data, keras_outputs) else None
-    report = compare_outputs(keras_outputs, candidate_outputs, precision, labels, label, logits=activation == "linear",
-                             calibration_images=calibration_images_of(metadata))
-    report.ran = ran
-    diagnose(report, reference_model, Path(artifact_path), data.images)
-    return report
+
+def verify_artifact(model, artifact_path: str | os.PathLike[str], data: Dataset, count: int = 500,
+                    label: str = "artifact") -> ParityReport:
+    """The export-time check: a fresh artifact against the in-memory Keras model on a sample of ``data``."""
+    from .runtime import load
+
+    with load(artifact_path, device="auto") as candidate:
+        return compare(model, candidate, data.sample(count), name=label)
+
+
+def verification_set(calibration: Any, verify_data: Any, size: tuple[int, int], policy: str) -> Dataset:
+    """The images an export is verified on, by one rule (the README's "Which images verify an export"):
+
+    the user's ``verify_data`` (a Dataset or a source: folder, ``.npy``, ``photos``, ``digits``); else the
+    calibration hold-out (a small folder keeps one back: see ``CalibrationSet.from_dataset``); else, when
+    nothing could be held out, the calibration images themselves, with a warning; and only when the user gave no
+    images at all, the built-in digits, marked as standing in (no class agreement is reported on them unless the
+    model's classes are the digits).
+    """
+    from .data import load_dataset, load_digits
+
+    if verify_data is not None:
+        if isinstance(verify_data, Dataset):
+            return verify_data
+        return load_dataset(verify_data, size, policy)
+    if calibration is not None:
+        if calibration.holdout is not None and len(calibration.holdout):
+            return calibration.holdout
+        warnings.warn(f"{calibration.source}: too few images to hold any out; the export is verified on the "
+                      "calibration images themselves (give --verify-data for an independent check)", stacklevel=2)
+        return calibration.as_dataset()
+    return load_digits(size, policy).noted("built-in: no images given, pass --verify-data or --calib-data",
+                                           stand_in=True)
 
 
 def calibration_images_of(metadata) -> int | None:
@@ -367,20 +516,21 @@ def calibration_images_of(metadata) -> int | None:
     return int(count) if isinstance(count, int) else None
 
 
-_reference = KeepLast()  # the last Keras reference outputs
+_reference = BoundedCache(256 * 2**20)  # Keras reference outputs per batch, so several formats share one run
 
 
-def _keras_outputs(model, images: np.ndarray) -> list[np.ndarray]:
-    """The Keras model's outputs on ``images``; the last ones are kept, so several formats share one run."""
+def _keras_outputs(model, images: np.ndarray, digest: str | None = None) -> list[np.ndarray]:
+    """The Keras model's outputs on ``images``, kept (within a memory bound) for the next format's check."""
     from .models.reference import model_digest
 
     def run() -> list[np.ndarray]:
         outputs = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
-        return outputs if isinstance(outputs, list) else [outputs]
+        return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
 
     images_digest = hashlib.sha256(np.ascontiguousarray(images)).hexdigest()
     # id(): this model object only; a reused id matches nothing unless the digest does too
-    return _reference.get((id(model), model_digest(model), images.shape, images.dtype.str, images_digest), run)
+    key = (id(model), digest or model_digest(model), images.shape, images.dtype.str, images_digest)
+    return _reference.get(key, run, size=lambda outputs: sum(o.nbytes for o in outputs))
 
 
 def diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarray) -> None:
@@ -410,31 +560,77 @@ def classes_match(class_names: Sequence[str], classes: int, model_labels: Sequen
     return len(class_names) == classes
 
 
+def check_reference_outputs(outputs: Sequence[np.ndarray], images: int) -> None:
+    """Saved reference outputs that can stand in for a reference run on ``images`` images: one line otherwise."""
+    for index, output in enumerate(outputs):
+        if output.ndim < 2 or not np.issubdtype(output.dtype, np.number) or output.dtype == np.bool_:
+            raise DataError(f"saved reference output {index} is not a batch of numbers (shape {output.shape}, "
+                            f"{output.dtype})")
+        if len(output) != images:
+            raise DataError(f"saved reference outputs cover {len(output)} images, the data has {images}")
+        if not np.isfinite(output).all():
+            raise DataError(f"saved reference output {index} holds NaN or inf values: the reference run was broken")
+
+
 def save_reference(path: str | os.PathLike[str], outputs: list[np.ndarray], data: Dataset) -> Path:
     """Reference outputs with the images (and labels) they came from, to check an artifact on another machine."""
     from .atomic import atomic_path
 
+    check_reference_outputs(outputs, len(data))
     path = Path(path)
     arrays = {f"output_{i}": o for i, o in enumerate(outputs)}
     arrays["images"] = data.images
     if data.labels is not None:
         arrays["labels"] = data.labels
-    info = json.dumps({"source": data.source, "class_names": list(data.class_names)})
+    info = json.dumps({"schema": REFERENCE_SCHEMA, "source": data.source, "class_names": list(data.class_names)})
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, info=np.array(info), **arrays)
     return path
 
 
+REFERENCE_SCHEMA = 1
+_OUTPUT_KEY = re.compile(r"output_(\d{1,4})")
+
+
 def load_reference(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], Dataset]:
-    """The outputs and images written by ``save_reference``."""
+    """The outputs and images written by ``save_reference``; any other ``.npz`` (or a broken one) is one DataError."""
+    def refuse(reason: str) -> DataError:
+        return DataError(f"{path}: not a reference saved by 'parity --save-outputs' ({reason})")
+
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = sorted((k for k in archive.files if k.startswith("output_")), key=lambda k: int(k.split("_")[1]))
-            if not keys or "images" not in archive.files:
-                raise DataError(f"{path}: not a saved reference (no outputs or images in it)")
-            info = json.loads(str(archive["info"])) if "info" in archive.files else {}
-            labels = archive["labels"] if "labels" in archive.files else None
-            data = Dataset(archive["images"], labels, tuple(info.get("class_names", ())), info.get("source", str(path)))
-            return [archive[k] for k in keys], data
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read saved reference outputs ({exc})") from exc
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):
+            raise refuse("a plain .npy array, not an .npz archive")
+        with loaded as archive:
+            names = set(archive.files)
+            keys = sorted((k for k in names if _OUTPUT_KEY.fullmatch(k)), key=lambda k: int(k.split("_")[1]))
+            if not keys or "images" not in names:
+                raise refuse("no outputs or images in it")
+            if [int(k.split("_")[1]) for k in keys] != list(range(len(keys))):
+                raise refuse("its outputs are not numbered 0, 1, ...")
+            info: dict[str, Any] = {}
+            if "info" in names:
+                text = archive["info"]
+                if text.dtype.kind != "U" or text.ndim != 0 or len(str(text)) > 1_000_000:
+                    raise refuse("its info entry is not a JSON text")
+                info = json.loads(str(text))
+                if not isinstance(info, dict):
+                    raise refuse("its info entry is not a JSON object")
+            images = archive["images"]
+            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or not len(images):
+                raise refuse(f"its images are not RGB uint8 NHWC (shape {images.shape}, {images.dtype})")
+            labels = archive["labels"] if "labels" in names else None
+            if labels is not None and (labels.shape != (len(images),) or labels.dtype.kind not in "iu"):
+                raise refuse("its labels do not match its images")
+            class_names = info.get("class_names", [])
+            if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
+                raise refuse("its class names are not a list of strings")
+            source = info.get("source", str(path))
+            data = Dataset(images, labels, tuple(class_names), str(source), note="saved reference images")
+            outputs = [archive[k] for k in keys]
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, RecursionError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read saved reference outputs ({first_line(exc)})") from exc
+    check_reference_outputs(outputs, len(data))
+    return outputs, data

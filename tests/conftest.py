@@ -114,3 +114,21 @@ def ray_local():
 
     with session(num_cpus=2):
         yield import_ray()
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """160 real photo crops (4 photos x 40) as PNG class folders at 32x32: a small folder of the user's own images."""
+    import numpy as np
+    from PIL import Image
+
+    from resnet_edge.data import load_photos
+
+    photos = load_photos(SIZE)
+    root = tmp_path_factory.mktemp("photos")
+    for label in range(4):
+        folder = root / photos.class_names[label]
+        folder.mkdir()
+        for index in np.flatnonzero(photos.labels == label)[:40]:
+            Image.fromarray(photos.images[index]).save(folder / f"{index:04d}.png")
+    return root

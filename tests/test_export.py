@@ -175,22 +175,22 @@ def test_formats_exported_from_one_file_load_it_and_run_the_reference_once(tmp_p
 
     import resnet_edge.export as export_module
     import resnet_edge.parity as parity
-    from resnet_edge._memo import KeepLast
+    from resnet_edge._memo import BoundedCache, KeepLast
     from resnet_edge.models import io
 
     loads = []
     monkeypatch.setattr(export_module, "_loaded", KeepLast())
-    monkeypatch.setattr(parity, "_reference", KeepLast())
+    monkeypatch.setattr(parity, "_reference", BoundedCache(2**30))
     monkeypatch.setattr(io, "load_model", lambda path, real=io.load_model: loads.append(path) or real(path))
     export(trained_model_path, "onnx", tmp_path / "m.onnx", calibration=calibration_set)
-    reference = parity._reference.last
+    kept = parity._reference.values()
     export(trained_model_path, "tflite", tmp_path / "m.tflite", calibration=calibration_set)
-    assert len(loads) == 1 and parity._reference.last is reference
+    assert len(loads) == 1 and kept and all(a is b for a, b in zip(parity._reference.values(), kept, strict=True))
 
     stat = trained_model_path.stat()
     os.utime(trained_model_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # the file changed
     export(trained_model_path, "tflite", tmp_path / "m2.tflite", calibration=calibration_set)
-    assert len(loads) == 2 and parity._reference.last is not reference
+    assert len(loads) == 2 and len(parity._reference) == 2 * len(kept)
 
 
 def test_artifact_outside_tolerance_fails_and_leaves_nothing(tmp_path, trained_model_path, monkeypatch) -> None:

@@ -309,13 +309,45 @@ def logits_model(model):
     if output_activation_of(model) != "softmax":
         return None
     last = model.layers[-1]
+    head_input = layer_input(model, last)
     if isinstance(last, layers.Softmax):
-        return keras.Model(model.inputs, last.input, name=model.name)
+        return keras.Model(model.inputs, head_input, name=model.name)
     config = {**last.get_config(), "activation": "linear"}
     head = type(last).from_config(config)
-    outputs = head(last.input)
+    outputs = head(head_input)
     head.set_weights(last.get_weights())
     return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def _node_in_graph(model, layer):
+    """``layer``'s call in ``model``'s own graph, or None. A layer shared by two graphs (a ``keras.applications``
+    model put behind a preprocessing front replays its layers) has one call per graph, and ``layer.input`` /
+    ``layer.output`` are the first one's, which are not connected to ``model.inputs``."""
+    nodes = getattr(model, "_nodes", None)
+    inbound = getattr(layer, "_inbound_nodes", ())
+    if nodes is None or len(inbound) < 2:
+        return None
+    for index, node in enumerate(inbound):
+        if f"{id(layer)}_ib-{index}" in nodes:
+            return node
+    return None
+
+
+def _unpack(tensors):
+    tensors = list(tensors)
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def layer_input(model, layer):
+    """``layer``'s input tensor(s) in ``model``'s graph (see ``_node_in_graph``)."""
+    node = _node_in_graph(model, layer)
+    return layer.input if node is None else _unpack(node.input_tensors)
+
+
+def layer_output(model, layer):
+    """``layer``'s output tensor(s) in ``model``'s graph (see ``_node_in_graph``)."""
+    node = _node_in_graph(model, layer)
+    return layer.output if node is None else _unpack(node.output_tensors)
 
 
 def preprocessing_of(model) -> str:

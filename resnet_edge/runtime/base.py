@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..cpu import usable_cores
-from ..errors import DataError, InvalidArgumentError
+from ..errors import DataError, InvalidArgumentError, ModelFileError
 from ..metadata import ModelMetadata
 from ..preprocess import InputSpec, cast_batch, fit_image, is_image_file, load_image, prepare_images
 
@@ -95,21 +95,30 @@ class PredictionRun:
     skipped: list[str] = field(default_factory=list)
 
 
-def expand_input(item: Any) -> Iterator[tuple[str, Any]]:
-    """Flatten one user input into (name, source) pairs: paths, folders, globs, PIL images, arrays."""
+def expand_input(item: Any, skip_missing: bool = False) -> Iterator[tuple[str, Any]]:
+    """Flatten one user input into (name, source) pairs: paths, folders, globs, PIL images, arrays.
+
+    A path that does not exist, or a glob that matches no image, is a one-line DataError (a typo must not
+    look like an empty result) unless ``skip_missing``: it is then one unreadable input among the others.
+    """
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            if not files and not skip_missing:
+                raise DataError(f"{path}: no image files in this folder")
             yield from ((str(p), p) for p in files)
         elif path.exists():
             yield str(path), path
         elif any(ch in str(item) for ch in "*?["):
-            for match in sorted(glob.glob(str(item), recursive=True)):
-                if is_image_file(Path(match)):
-                    yield match, Path(match)
-        else:
+            matches = [m for m in sorted(glob.glob(str(item), recursive=True)) if is_image_file(Path(m))]
+            if not matches and not skip_missing:
+                raise DataError(f"{item}: no image file matches")
+            yield from ((match, Path(match)) for match in matches)
+        elif skip_missing:
             yield str(path), path
+        else:
+            raise DataError(f"{path}: no such file or folder")
     elif isinstance(item, Image.Image):
         yield "<image>", item
     elif isinstance(item, np.ndarray):
@@ -201,6 +210,12 @@ class Predictor:
                 f"expected an NHWC batch of shape (N, {spec.height}, {spec.width}, {spec.channels}), "
                 f"got {batch.shape}"
             )
+        if len(batch) == 0:
+            raise DataError("the batch is empty (N = 0)")
+        if batch.dtype.kind not in "uif" and batch.dtype != np.bool_:
+            raise DataError(f"the batch must hold numbers (pixels 0-255), not {batch.dtype}")
+        if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+            raise DataError(f"the batch holds NaN or inf pixel values ({int((~np.isfinite(batch)).sum())} of them)")
         if batch.dtype != np.dtype(spec.dtype) or (spec.dtype == "uint8" and not _is_identity(spec.quantization)):
             batch = cast_batch(batch, spec)
         if self._lock is None:
@@ -231,9 +246,11 @@ class Predictor:
 
     def iter_batches(
         self, inputs: Iterable[Any] | Any, batch_size: int = 32, color: str = "rgb", strict: bool = False,
-        skipped: list[str] | None = None, workers: int | None = None,
+        skipped: list[str] | None = None, workers: int | None = None, skip_missing: bool = False,
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """Decode, fit and batch any mix of inputs; unreadable ones are skipped (or raise if strict).
+
+        A path that does not exist is an error unless ``skip_missing`` (see ``expand_input``).
 
         Files are decoded by ``workers`` background threads (default: the usable cores) up to two
         batches ahead, so decoding overlaps the model; results keep the order of the inputs.
@@ -267,7 +284,7 @@ class Predictor:
 
         try:
             for item in inputs:
-                for name, source in expand_input(item):
+                for name, source in expand_input(item, skip_missing):
                     if isinstance(source, Path):
                         if pool is None:
                             pool = ThreadPoolExecutor(workers or usable_cores(), thread_name_prefix="decode")
@@ -286,13 +303,18 @@ class Predictor:
 
     def predict(
         self, inputs: Iterable[Any] | Any, top_k: int = 5, batch_size: int = 32, color: str = "rgb",
-        strict: bool = False,
+        strict: bool = False, skip_missing: bool = False,
     ) -> PredictionRun:
-        """Top-k labelled predictions for paths, folders, globs, PIL images, HWC frames or NHWC batches."""
+        """Top-k labelled predictions for paths, folders, globs, PIL images, HWC frames or NHWC batches.
+
+        Unreadable files are skipped and listed in ``skipped`` (``strict`` raises instead); a path that does not
+        exist is an error unless ``skip_missing``.
+        """
         if top_k < 1:
             raise InvalidArgumentError("top-k must be at least 1")
         result = PredictionRun()
-        for names, batch in self.iter_batches(inputs, batch_size, color, strict, result.skipped):
+        for names, batch in self.iter_batches(inputs, batch_size, color, strict, result.skipped,
+                                              skip_missing=skip_missing):
             result.predictions.extend(self.classify(batch, top_k, names))
         return result
 
@@ -311,9 +333,19 @@ class Predictor:
         return self._top_k(names, outputs[0], top_k)
 
     def _top_k(self, names: Sequence[str], scores: np.ndarray, top_k: int) -> list[Prediction]:
+        classes = scores.shape[1]
+        if self.labels and len(self.labels) != classes:
+            raise ModelFileError(f"{self.backend.path.name}: its metadata has {len(self.labels)} labels but the model "
+                                 f"outputs {classes} classes (fix them with write_metadata, or re-export)")
+        finite = np.isfinite(scores).all(axis=1)
+        if not finite.all():
+            first = names[int(np.flatnonzero(~finite)[0])]
+            raise ModelFileError(f"{self.backend.path.name}: the model returned NaN or inf scores for "
+                                 f"{int((~finite).sum())} of {len(finite)} input(s) (first: {first}); the artifact "
+                                 "is broken: check it with resnet-edge parity")
         probabilities = to_probabilities(scores, self.metadata.output_activation if self.metadata else None)
-        best = top_k_indices(probabilities, min(top_k, probabilities.shape[1]))
-        labels = self.labels or [str(i) for i in range(probabilities.shape[1])]
+        best = top_k_indices(probabilities, min(top_k, classes))
+        labels = self.labels or [str(i) for i in range(classes)]
         return [
             Prediction(name, [labels[i] for i in row], [int(i) for i in row],
                        [float(probabilities[n, i]) for i in row])

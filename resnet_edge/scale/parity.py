@@ -17,14 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import read_metadata
 from ..data import Dataset, scan_folder
 from ..errors import DataError, InvalidArgumentError, first_line
-from ..parity import ParityReport, RowStats, calibration_images_of, classes_match, diagnose, reduce_stats
-from .cluster import import_ray, plan_workers, quiet_data, session
+from ..parity import DIAGNOSIS_IMAGES, ParityReport, RowStats, reduce_candidate
+from .cluster import check_loads, import_ray, plan_workers, quiet_data, session, worker_errors
 from .score import TASK_ROWS
-
-DIAGNOSIS_IMAGES = 32
 
 
 def _decode(paths: Sequence[str], size: tuple[int, int], policy: str) -> tuple[list[int], list[np.ndarray], list[str]]:
@@ -45,29 +42,22 @@ class ParityActor:
     """The reference model and every candidate, loaded once; one image batch in, each candidate's RowStats out."""
 
     def __init__(self, model: str, artifacts: list[str], device: str, threads: int, batch_size: int) -> None:
-        from ..parity import reference_model_for
+        from ..parity import Comparison
         from ..runtime import load
 
         self.reference = load(model, device="cpu", threads=threads)
         self.candidates = [load(path, device=device, threads=threads) for path in artifacts]
-        self.keras_models = [reference_model_for(self.reference, c) for c in self.candidates]
-        self.batch_size = batch_size
+        self.comparisons = [Comparison(self.reference, c, batch_size=batch_size) for c in self.candidates]
 
     def compare(self, paths: Sequence[str]) -> dict[str, Any]:
-        from ..parity import paired_outputs, row_stats
-
         kept, images, unreadable = _decode(paths, self.reference.input_spec.size, self.reference.resize_policy)
         stats = []
         if images:
             data = Dataset(np.stack(images), None, (), "batch")
-            for candidate, keras_model in zip(self.candidates, self.keras_models, strict=True):
-                fitted = data.resized(candidate.input_spec.size, candidate.resize_policy)
-                reference_outputs, candidate_outputs, logits = paired_outputs(
-                    self.reference, candidate, fitted.images, keras_model, self.batch_size)
-                stats.append(row_stats(reference_outputs, candidate_outputs, logits=logits,
-                                       name=Path(candidate.path).name))
+            for candidate, comparison in zip(self.candidates, self.comparisons, strict=True):
+                stats.append(comparison.stats(data.resized(candidate.input_spec.size, candidate.resize_policy).images))
         return {"kept": kept, "stats": stats, "unreadable": unreadable,
-                "ran": [c.backend.inference_precision for c in self.candidates]}
+                "candidates": [comparison.info for comparison in self.comparisons]}
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         results = [self.compare(list(paths)) for paths in batch["paths"]]
@@ -109,6 +99,8 @@ def parity_on_ray(
             raise InvalidArgumentError(f"{path}: no such model file")
     paths, labels, class_names = list_labelled(data)
     chunks = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
+    check_loads([model], "cpu")  # a broken model or artifact fails here in one line, before Ray starts
+    check_loads(artifacts, device)
     with session(address):
         ray = import_ray()
         quiet_data(ray)
@@ -123,34 +115,32 @@ def parity_on_ray(
                                    "device": plan.device, "threads": plan.threads, "batch_size": batch_size},
             **plan.remote_args())
         results: dict[int, dict[str, Any]] = {}
-        for block in compared.iter_batches(batch_size=None, batch_format="numpy"):
-            for index, payload in zip(block["batch"], block["result"], strict=True):
-                results.setdefault(int(index), pickle.loads(payload))
-            if progress is not None:
-                progress(f"{len(results)}/{len(chunks)} batches compared")
+        with worker_errors():  # an actor that died loading a model: its one-line error, not Ray's traceback
+            for block in compared.iter_batches(batch_size=None, batch_format="numpy"):
+                for index, payload in zip(block["batch"], block["result"], strict=True):
+                    results.setdefault(int(index), pickle.loads(payload))
+                if progress is not None:
+                    progress(f"{len(results)}/{len(chunks)} batches compared")
     if len(results) != len(chunks):
         raise DataError(f"Ray returned {len(results)} of {len(chunks)} batches")
-    return _reports(model, artifacts, paths, batch_size, labels, class_names, [results[i] for i in range(len(chunks))])
+    return _reports(model, artifacts, paths, batch_size, labels, class_names,
+                    [results[i] for i in range(len(chunks))], str(data))
 
 
 def _reports(model: Path, artifacts: list[Path], paths: list[str], batch_size: int, labels: np.ndarray | None,
-             class_names: tuple[str, ...], results: list[dict[str, Any]]) -> tuple[list[ParityReport], list[str]]:
-    """Reduce the batches' stats per candidate, in image order, as the in-process check does."""
+             class_names: tuple[str, ...], results: list[dict[str, Any]], source: str) -> tuple[list[ParityReport], list[str]]:
+    """Reduce the batches' stats per candidate, in image order, with the in-process check's reduction."""
     unreadable = [reason for result in results for reason in result["unreadable"]]
     kept = [number * batch_size + position for number, result in enumerate(results) for position in result["kept"]]
     if not kept:
         raise DataError(f"none of the {len(paths)} image files could be read")
-    ran = next(result["ran"] for result in results if result["stats"])
+    infos = next(result["candidates"] for result in results if result["stats"])
+    data = Dataset(np.empty((len(kept), 0, 0, 3), np.uint8), None if labels is None else labels[kept], class_names,
+                   source)
     reports = []
     for number, artifact in enumerate(artifacts):
         stats = RowStats.concat([result["stats"][number] for result in results if result["stats"]])
-        metadata = read_metadata(artifact)
-        model_labels = metadata.labels if metadata else ()
-        matched = labels is not None and stats.classifier and classes_match(class_names, stats.values, model_labels)
-        report = reduce_stats(stats, metadata.precision if metadata else "fp32",
-                              labels[kept] if matched else None, artifact.name,
-                              calibration_images=calibration_images_of(metadata))
-        report.ran = ran[number]
+        report = reduce_candidate(stats, infos[number], data)
         if not report.passed:
             _diagnose_locally(report, model, artifact, paths, kept)
         reports.append(report)
@@ -159,13 +149,11 @@ def _reports(model: Path, artifacts: list[Path], paths: list[str], batch_size: i
 
 def _diagnose_locally(report: ParityReport, model: Path, artifact: Path, paths: list[str], kept: list[int]) -> None:
     """A failed candidate's worst layers, on the first readable images, as the in-process check names them."""
-    from ..parity import reference_model_for
+    from ..parity import Comparison, diagnose
     from ..runtime import load
 
     with load(model, device="cpu") as reference, load(artifact) as candidate:
-        keras_model = reference_model_for(reference, candidate)
-        if keras_model is None:
-            return
+        keras_model = Comparison(reference, candidate).keras_model
         _, images, _ = _decode([paths[i] for i in kept[:DIAGNOSIS_IMAGES]], reference.input_spec.size,
                                reference.resize_policy)
         data = Dataset(np.stack(images), None, (), "diagnosis").resized(candidate.input_spec.size,
