@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._lazy import lazy_import
+from .errors import ModelFileError
 
 
 @dataclass
@@ -50,19 +52,31 @@ class CalibrationReport:
 
 
 def activation_scales(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Per-tensor activation scale by tensor name, from an int8 ``.onnx`` (Q/DQ) or ``.tflite`` file."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        onnx = lazy_import("onnx", extra="export")
-        numpy_helper = lazy_import("onnx.numpy_helper", extra="export")
-        graph = onnx.load(str(path)).graph
-        constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        scales = {}
-        for node in graph.node:
-            scale = constants.get(node.input[1]) if node.op_type == "QuantizeLinear" else None
-            if scale is not None and scale.size == 1:
-                scales[node.input[0]] = float(scale.reshape(()))
-        return scales
+    """Per-tensor activation scale by tensor name, read by the artifact's backend (its row's hook)."""
+    from .registry import resolve, row_for_file
+
+    row = row_for_file(path)
+    if row.activation_scales is None:
+        raise ModelFileError(f"{path}: the {row.name} backend cannot read activation scales")
+    return resolve(row.activation_scales)(Path(path))
+
+
+def onnx_activation_scales(path: Path) -> dict[str, float]:
+    """An int8 ``.onnx``'s activation scales: the per-tensor scales of its QuantizeLinear nodes."""
+    onnx = lazy_import("onnx", extra="export")
+    numpy_helper = lazy_import("onnx.numpy_helper", extra="export")
+    graph = onnx.load(str(path)).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    scales = {}
+    for node in graph.node:
+        scale = constants.get(node.input[1]) if node.op_type == "QuantizeLinear" else None
+        if scale is not None and scale.size == 1:
+            scales[node.input[0]] = float(scale.reshape(()))
+    return scales
+
+
+def tflite_activation_scales(path: Path) -> dict[str, float]:
+    """An int8 ``.tflite``'s activation scales: the int8/uint8 tensors with one (per-tensor) scale."""
     interpreter = lazy_import("ai_edge_litert.interpreter", extra="tflite").Interpreter(model_path=str(path))
     scales = {}
     for detail in interpreter.get_tensor_details():
@@ -72,31 +86,43 @@ def activation_scales(path: str | os.PathLike[str]) -> dict[str, float]:
     return scales
 
 
-def calibration_report(model: Any, format: str, artifact: str | os.PathLike[str], full_report: Any,
-                       calibration: Any, verify_data: Any = None, verify_count: int = 500,
-                       preprocessing: str | None = None, **options: Any) -> CalibrationReport:
-    """Export ``format`` again from every other calibration image and compare it with ``artifact``.
+def openvino_activation_scales(path: Path) -> dict[str, float]:
+    """An int8 OpenVINO IR's activation scales: each per-tensor FakeQuantize's ``(high - low) / (levels - 1)``
+    on its output range, by the name of the node it quantizes (Q/DQ and NNCF artifacts alike)."""
+    ov = lazy_import("openvino", extra="openvino")
+    model = ov.Core().read_model(str(path))
+    scales = {}
+    for op in model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        source = op.input_value(0).get_node()
+        if source.get_type_name() == "Constant":  # a weight's fake quantization, per channel
+            continue
+        bounds = [op.input_value(i).get_node() for i in (3, 4)]
+        if not all(b.get_type_name() == "Constant" for b in bounds):
+            continue
+        low, high = (np.asarray(b.get_data(), dtype=np.float64) for b in bounds)
+        if low.size == 1 and high.size == 1:
+            scales[source.get_friendly_name()] = float((high - low).reshape(()) / (int(op.get_levels()) - 1))
+    return scales
 
-    ``full_report`` is the verification of ``artifact`` (calibrated on the whole set); both are checked
-    on the same images, the hold-out of the whole set unless ``verify_data`` is given.
+
+def calibration_report(artifact: str | os.PathLike[str], full_report: Any, calibration: Any,
+                       rebuild: Callable[[Any, Path], Any], verify: Callable[[Path, str], Any]) -> CalibrationReport:
+    """Export again from every other calibration image and compare it with ``artifact``.
+
+    ``full_report`` is the verification of ``artifact`` (calibrated on the whole set); ``rebuild(calibration,
+    path)`` exports the same format with the same options from another calibration set, ``verify(path, label)``
+    checks it on the images ``artifact`` was checked on.
     """
     from .calibration import CalibrationSet
-    from .export import export, load_source, resolve_format
-    from .models.resnet import with_preprocessing
-    from .parity import verify_artifact
 
-    if isinstance(model, (str, os.PathLike)):
-        model = load_source(Path(model))[0]
-    if preprocessing is not None:
-        model = with_preprocessing(model, preprocessing)
     half = CalibrationSet(calibration.images[::2], calibration.holdout, calibration.source, calibration.batch_size)
-    data = verify_data if verify_data is not None else calibration.holdout
     artifact = Path(artifact)
     with tempfile.TemporaryDirectory(prefix="resnet-edge-calib-report-") as workdir:
         half_path = Path(workdir) / artifact.name
-        export(model, format, half_path, calibration=half, verify=False, **options)
-        half_report = verify_artifact(model, half_path, resolve_format(format).precision, data, count=verify_count,
-                                      label=f"{format} ({len(half)} images)")
+        rebuild(half, half_path)
+        half_report = verify(half_path, f"{full_report.name} ({len(half)} images)")
         half_scales = activation_scales(half_path)
     full_scales = activation_scales(artifact)
     shared = sorted(set(half_scales) & set(full_scales))
@@ -105,4 +131,3 @@ def calibration_report(model: Any, format: str, artifact: str | os.PathLike[str]
     values = np.array(list(changes.values())) if changes else np.zeros(1)
     return CalibrationReport(len(half), len(calibration), half_report, full_report, len(changes),
                              float(np.median(values)), float(values.max()), most)
-

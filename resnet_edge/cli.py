@@ -19,9 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import InvalidArgumentError, ResnetEdgeError
+from .errors import DataError, InvalidArgumentError, ResnetEdgeError
 from .metadata import RESIZE_DESCRIPTIONS, RESIZE_POLICIES, check_policy
-from .registry import BACKENDS, DEVICE_HELP, FORMATS, Option, known_suffixes, resolve_format
+from .registry import BACKENDS, DEVICE_HELP, FORMATS, Option, known_suffixes
 
 app = typer.Typer(
     name="resnet-edge",
@@ -282,10 +282,11 @@ def with_format_options(command):
 def export(
     model: Annotated[Path, typer.Argument(help="Keras model (.keras/.h5).")],
     formats: Annotated[str, typer.Option("--format", "-f", help=f"{', '.join(FORMATS)} (comma-separated for several).")],
-    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (one format) or folder (several).")] = None,
+    out_path: Annotated[str | None, typer.Option("--out", "-o", help="Output file (one format) or folder (several, "
+                                                 "or a path ending in / or without a suffix).")] = None,
     calib_data: Annotated[str | None, typer.Option(help="Calibration images: digits, an image folder or an .npy file.")] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration samples (stratified over classes).")] = 300,
-    verify_data: Annotated[str | None, typer.Option(help="Images for the parity check (default: calibration hold-out, else digits).")] = None,
+    verify_data: Annotated[str | None, typer.Option(help="Images for the parity check (default: the calibration hold-out; see the README's verification rule).")] = None,
     verify: Annotated[bool, typer.Option(help="Check the artifact against the Keras model before succeeding.")] = True,
     max_drop: Annotated[float | None, typer.Option(help="int8: accuracy budget in percentage points; layers losing the most are kept float until it is met.")] = None,
     max_float_layers: Annotated[int, typer.Option(min=1, help="With --max-drop: most layers kept in float.")] = 12,
@@ -296,85 +297,28 @@ def export(
     format_options: dict[str, Any] | None = None,
 ) -> None:
     """Export a Keras model; the artifact is written atomically, carries its metadata and is verified."""
-    from .export import default_output
-    from .export import export as run_export
+    from .export import export_formats
     from .fallback import AccuracyBudget
 
-    chosen = [resolve_format(name) for name in formats.split(",") if name.strip()]
-    if not chosen:
-        raise InvalidArgumentError("--format is empty")
-    given = {k: v for k, v in (format_options or {}).items() if v is not None}
     if max_drop is None and (keep_best or max_float_layers != 12):
         raise InvalidArgumentError("--keep-best and --max-float-layers apply only with --max-drop")
     budget = None if max_drop is None else AccuracyBudget(max_drop, max_float_layers, keep_best)
-    if (budget is not None or calib_report) and not all(f.calibrated for f in chosen):
-        flag = "--max-drop" if budget is not None else "--calib-report"
-        raise InvalidArgumentError(f"{flag} applies to onnx-int8 and tflite-int8, not {', '.join(f.name for f in chosen if not f.calibrated)}")
-    if calib_report and not verify:
-        raise InvalidArgumentError("--calib-report needs verification; drop --no-verify")
-    if len(chosen) == 1:
-        chosen[0].resolve_options(given)
-    else:
-        unused = sorted(k for k in given if not any(k in f.options for f in chosen))
-        if unused:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in unused)
-            raise InvalidArgumentError(f"{flags} applies to none of {', '.join(f.name for f in chosen)}")
-        for fmt in chosen:
-            fmt.resolve_options({k: v for k, v in given.items() if k in fmt.options})
-    if not model.is_file():
-        raise InvalidArgumentError(f"{model}: no such model file")
-    to_folder = out_path is not None and (out_path.is_dir() or str(out_path).endswith("/") or len(chosen) > 1)
-    if len(chosen) > 1 and out_path is not None and out_path.suffix:
-        raise InvalidArgumentError("--out must be a folder when exporting several formats")
-    needs_calibration = any(f.needs_calibration(given) for f in chosen)
-    calibration = _calibration(model, calib_data, calib_count) if calib_data or needs_calibration else None
-    verify_set = None
-    if verify_data is not None:
-        from .data import load_dataset
 
-        verify_set = load_dataset(verify_data, *_geometry(model))
-    summaries = []
-    for fmt in chosen:
-        default = default_output(model, fmt)
-        target = out_path / default.name if to_folder else out_path or default
-        options = {k: v for k, v in given.items() if k in fmt.options}
-        result = run_export(model, fmt.name, target, calibration=calibration, verify=verify, verify_data=verify_set,
-                            budget=budget, preprocessing=preprocessing, progress=None if as_json else say, **options)
-        summary = result.summary()
-        if not as_json:
-            out.print(f"[green]✓[/green] {fmt.name}: {target} ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s)")
-        if calib_report:
-            from .calib_report import calibration_report
+    def show(result) -> None:
+        if as_json:
+            return
+        out.print(f"[green]✓[/green] {result.format}: {result.path} ({result.size_bytes / 1e6:.1f} MB, "
+                  f"{result.seconds:.1f} s)")
+        for line in result.calibration_report.lines() if result.calibration_report else ():
+            out.print(f"  {line}")
 
-            if not as_json:
-                say(f"{fmt.name}: calibrating again on half of the {len(calibration)} images")
-            report = calibration_report(model, fmt.name, target, result.parity, calibration, verify_set,
-                                        preprocessing=preprocessing, **options)
-            summary["calibration_report"] = report.to_dict()
-            if not as_json:
-                for line in report.lines():
-                    out.print(f"  {line}")
-        summaries.append(summary)
+    results = export_formats(model, formats.split(","), out_path, calib_data=calib_data, calib_count=calib_count,
+                             verify_data=verify_data, verify=verify, budget=budget, calib_report=calib_report,
+                             preprocessing=preprocessing, progress=None if as_json else say, on_result=show,
+                             **(format_options or {}))
     if as_json:
+        summaries = [r.summary() for r in results]
         print_json(summaries[0] if len(summaries) == 1 else summaries)
-
-
-def _geometry(model: Path) -> tuple[tuple[int, int], str]:
-    """The Keras model's input (height, width) and resize policy from its embedded metadata."""
-    from .artifact import read_keras
-
-    metadata = read_keras(model)
-    return (tuple(metadata.input_shape[:2]), metadata.resize) if metadata else ((224, 224), "squash")
-
-
-def _calibration(model: Path, source: str | None, count: int):
-    """The calibration set for ``model``; its warnings reach stderr through ``main``'s one-line handler."""
-    from .calibration import CalibrationSet
-
-    if source is None:
-        raise InvalidArgumentError("int8 export needs calibration data: pass --calib-data DIR|digits|FILE.npy")
-    size, policy = _geometry(model)
-    return CalibrationSet.from_source(source, size, count, policy=policy)
 
 
 # predict / parity ---------------------------------------------------------------------------
@@ -389,6 +333,8 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="Runtime CPU threads.")] = None,
     strict: Annotated[bool, typer.Option(help="Fail on the first unreadable image instead of skipping it.")] = False,
+    skip_missing: Annotated[bool, typer.Option(help="Skip paths that do not exist (and globs or folders with no "
+                                                "image) instead of failing.")] = False,
     source: Annotated[str | None, typer.Option(help="Video file or camera index: per-frame labels and FPS.")] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="With --source: stop after N frames.")] = None,
     live: Annotated[bool | None, typer.Option("--live/--no-live", metavar="", help="With --source: drop stale frames to stay "
@@ -431,7 +377,7 @@ def predict(
         if source is not None:
             _predict_video(predictor, source, top_k, max_frames, as_json, live)
             return
-        items = [path for item in inputs or [] for _, path in expand_input(item)]
+        items = [path for item in inputs or [] for _, path in expand_input(item, skip_missing)]
         if not items:
             raise InvalidArgumentError(f"no images found in {' '.join(inputs or [])}")
         predictions, skipped = [], []
@@ -439,11 +385,14 @@ def predict(
             task = progress.add_task("predicting", total=len(items))
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
-                run = predictor.predict(chunk, top_k=top_k, batch_size=batch_size, strict=strict)
+                run = predictor.predict(chunk, top_k=top_k, batch_size=batch_size, strict=strict,
+                                        skip_missing=skip_missing)
                 predictions += run.predictions
                 skipped += run.skipped
                 progress.advance(task, len(chunk))
     _print_predictions(predictions, skipped, as_json, as_csv)
+    if not predictions:
+        raise DataError(f"none of the {len(items)} input(s) could be read (first: {skipped[0]})")
 
 
 def _predict_on_ray(model: Path, inputs: list[str], address: str, out_dir: Path, device: str, top_k: int,
@@ -527,45 +476,19 @@ def parity(
     With --ray, every image of the --data folder is compared on Ray (no --n sample) and the figures are
     reduced exactly: the same report as in-process on the same images.
     """
-    from .data import load_dataset
-    from .parity import compare, load_reference, run_outputs, save_reference
-    from .runtime import load
+    from .parity import check_artifacts
 
     if ray is None and workers is not None:
         raise InvalidArgumentError("--workers applies only with --ray")
     if ray is not None:
         _parity_on_ray(paths, data, ray, workers, device, batch_size, save_outputs, load_outputs, as_json)
         return
-    reference = None
-    if load_outputs is not None:
-        reference_outputs, dataset = load_reference(load_outputs)
-        candidates = paths
-    else:
-        reference_path, candidates = paths[0], paths[1:]
-        if reference_path.suffix not in (".keras", ".h5"):
-            raise InvalidArgumentError(f"{reference_path}: the reference must be a Keras model (.keras/.h5)")
-        if not candidates and save_outputs is None:
-            raise InvalidArgumentError("give at least one artifact to compare (or --save-outputs FILE)")
-        reference = load(reference_path, device="cpu")
-    reports = []
-    try:
-        if load_outputs is None:
-            dataset = load_dataset(data, reference.input_spec.size, reference.resize_policy).sample(n)
-            reference_outputs = run_outputs(reference, dataset.images, batch_size)
-            if save_outputs is not None:
-                save_reference(save_outputs, reference_outputs, dataset)
-                if not as_json:
-                    say(f"saved reference outputs for {len(dataset)} images to {save_outputs}")
-        for candidate_path in candidates:
-            with load(candidate_path, device=device) as candidate:
-                reports.append(compare(reference, candidate, dataset, batch_size=batch_size,
-                                       reference_outputs=reference_outputs))
-    finally:
-        if reference is not None:
-            reference.close()
+    reference, candidates = (None, paths) if load_outputs is not None else (paths[0], paths[1:])
+    reports = check_artifacts(reference, candidates, data, count=n, device=device, batch_size=batch_size,
+                              save_outputs=save_outputs, load_outputs=load_outputs, progress=None if as_json else say)
     if as_json:
         print_json([r.to_dict() for r in reports])
-    else:
+    elif reports:
         _print_parity(reports)
     if not all(reports):
         raise typer.Exit(1)
@@ -606,6 +529,8 @@ def _print_parity(reports) -> None:
             "–" if r.top5_agreement is None else f"{r.top5_agreement:.2%}", accuracy,
         )
     out.print(table)
+    for data in dict.fromkeys(r.data for r in reports if r.data):
+        out.print(f"verified on {data}")
     for r in reports:
         if not r:
             out.print(f"[red]{r.name}[/red]: " + "; ".join(r.failures), markup=True)

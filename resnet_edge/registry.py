@@ -88,6 +88,8 @@ class BackendEntry:
     (``backend="openvino"`` for an ``.onnx``). ``intermediates`` names a function ``(path) ->
     runtime.base.Intermediates`` that opens the artifact with its intermediate tensors readable.
     ``companions`` are files that belong to the main one (OpenVINO's ``.bin`` beside the ``.xml``).
+    ``activation_scales`` names a function ``(path) -> {tensor: scale}`` reading an int8 artifact's activation
+    scales (what ``--calib-report`` compares).
     """
 
     name: str
@@ -98,6 +100,7 @@ class BackendEntry:
     extra: str
     also_runs: tuple[str, ...] = ()
     intermediates: str | None = None
+    activation_scales: str | None = None
     companions: tuple[str, ...] = ()
     description: str = ""
     needs: str = "its runtime"
@@ -111,9 +114,11 @@ class BackendEntry:
 class FormatEntry:
     """An export format: its converter ``convert(job) -> ModelMetadata``, file suffix, precision and options.
 
-    ``calibrated`` formats need a CalibrationSet; ``float_layers`` and ``--max-drop`` apply to them.
-    ``tag`` goes into the default file name (``model_int8.tflite``); ``variants`` are further option sets
-    ``optimize`` tries (OpenVINO at bf16), each with a ``"when"`` target saying whether this machine can.
+    ``precision`` is the default one; a format with a ``precision`` option (TensorRT) takes it from there. int8
+    formats need a CalibrationSet. ``tag`` goes into the default file name (``model_int8.tflite``);
+    ``variants`` are further option sets ``optimize`` tries (OpenVINO at bf16), each with a ``"when"`` target
+    saying whether this machine can. Which export features a format takes (``--max-drop``, ``--calib-report``)
+    follows from its options and its backend's hooks: ``refusal`` says why not, in one line.
     """
 
     name: str
@@ -124,7 +129,6 @@ class FormatEntry:
     description: str
     options: Mapping[str, Option] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
-    calibrated: bool = False
     tag: str = ""
     extra: str = "export"
     variants: tuple[Mapping[str, Any], ...] = ()
@@ -141,9 +145,46 @@ class FormatEntry:
     def companions(self) -> tuple[str, ...]:
         return BACKENDS[self.backend].companions
 
-    def needs_calibration(self, options: Mapping[str, Any]) -> bool:
-        """Calibrated formats always; a format with a ``precision`` option when it is int8 (TensorRT)."""
-        return self.calibrated or options.get("precision") == "int8"
+    @property
+    def calibrated(self) -> bool:
+        """int8 with its default options (TensorRT is int8 only with ``--precision int8``)."""
+        return self.needs_calibration()
+
+    def precision_for(self, options: Mapping[str, Any] | None = None) -> str:
+        """The precision an export with ``options`` has: the ``precision`` option where the format has one."""
+        chosen = (options or {}).get("precision") if "precision" in self.options else None
+        return str(chosen or (self.options["precision"].default if "precision" in self.options else self.precision))
+
+    def needs_calibration(self, options: Mapping[str, Any] | None = None) -> bool:
+        """int8 exports need calibration images: the one test of "is int8" in the project."""
+        return self.precision_for(options) == "int8"
+
+    def refusal(self, feature: str, options: Mapping[str, Any] | None = None) -> str | None:
+        """Why this format (with ``options``) does not take an export feature, or None when it does.
+
+        ``max_drop``: int8, a ``float_layers`` option, and a backend whose intermediate tensors can be read (the
+        diagnosis names the layers to keep float). ``calib_report``: int8 and a backend that reads activation scales.
+        """
+        if feature not in FEATURES:
+            raise InvalidArgumentError(f"unknown export feature {feature!r}")
+        why = self._missing(feature, options)
+        if why is None:
+            return None
+        takers = ", ".join(f.name for f in FORMATS.values() if f._missing(feature, {"precision": "int8"}) is None)
+        flag = "--" + feature.replace("_", "-")
+        return f"{flag} applies to {takers}; not to {self.name}, {why}"
+
+    def _missing(self, feature: str, options: Mapping[str, Any] | None) -> str | None:
+        backend = BACKENDS[self.backend]
+        if not self.needs_calibration(options):
+            return f"which is {self.precision_for(options)}, not int8"
+        if feature == "max_drop" and "float_layers" not in self.options:
+            return "which cannot keep layers float"
+        if feature == "max_drop" and backend.intermediates is None:
+            return f"whose runtime ({backend.name}) does not expose the intermediate tensors the diagnosis reads"
+        if feature == "calib_report" and backend.activation_scales is None:
+            return f"whose runtime ({backend.name}) cannot read activation scales back"
+        return None
 
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The defaults updated with ``given`` (checked); an option this format does not take is an error."""
@@ -154,6 +195,9 @@ class FormatEntry:
             flags = ", ".join(f"--{o.replace('_', '-')}" for o in unknown)
             raise InvalidArgumentError(f"{flags} does not apply to {self.name} (options for {self.name}: {applicable})")
         return {**self.defaults, **{k: self.options[k].check(v) for k, v in given.items()}}
+
+
+FEATURES = ("max_drop", "calib_report")  # export features a format takes or refuses (FormatEntry.refusal)
 
 
 def _options(*options: Option) -> dict[str, Option]:
@@ -179,10 +223,12 @@ BACKENDS: dict[str, BackendEntry] = {
         BackendEntry("onnxruntime", "resnet_edge.runtime.onnxrt:OnnxRuntimeBackend", (".onnx",),
                    Container("resnet_edge.artifact:read_onnx", "resnet_edge.artifact:write_onnx"),
                    ("tensorrt-ep", "cuda", "cpu"), "onnxruntime",
-                   intermediates="resnet_edge.runtime.onnxrt:intermediates", description="ONNX Runtime"),
+                   intermediates="resnet_edge.runtime.onnxrt:intermediates",
+                   activation_scales="resnet_edge.calib_report:onnx_activation_scales", description="ONNX Runtime"),
         BackendEntry("tflite", "resnet_edge.runtime.tflite:TFLiteBackend", (".tflite",),
                    Container("resnet_edge.artifact:read_tflite", "resnet_edge.artifact:write_tflite"),
                    ("cpu",), "tflite", intermediates="resnet_edge.runtime.tflite:intermediates",
+                   activation_scales="resnet_edge.calib_report:tflite_activation_scales",
                    description="LiteRT (TFLite) with XNNPACK"),
         BackendEntry("tensorrt", "resnet_edge.runtime.tensorrt:TensorRTBackend", (".engine", ".plan"),
                    Container("resnet_edge.artifact:read_engine", "resnet_edge.artifact:write_engine"),
@@ -192,6 +238,7 @@ BACKENDS: dict[str, BackendEntry] = {
                    Container("resnet_edge.artifact_openvino:read_openvino",
                              "resnet_edge.artifact_openvino:write_openvino"),
                    ("cpu",), "openvino", also_runs=(".onnx",), companions=(".bin",),
+                   activation_scales="resnet_edge.calib_report:openvino_activation_scales",
                    description="OpenVINO (Intel CPUs; IR or ONNX)"),
     )
 }
@@ -217,14 +264,14 @@ FORMATS: dict[str, FormatEntry] = {
         FormatEntry("onnx-fp16", "resnet_edge.export.onnx_fp16:convert", ".onnx", "fp16", "onnxruntime",
                   "ONNX fp16 weights and compute, fp32 inputs/outputs", _options(OPSET), tag="fp16"),
         FormatEntry("onnx-int8", "resnet_edge.export.onnx_int8:convert", ".onnx", "int8", "onnxruntime",
-                  "ONNX Runtime static QDQ int8, per-channel weights", _INT8_ONNX, calibrated=True, tag="int8"),
+                  "ONNX Runtime static QDQ int8, per-channel weights", _INT8_ONNX, tag="int8"),
         FormatEntry("tflite", "resnet_edge.export.tflite:convert", ".tflite", "fp32", "tflite", "TFLite float32"),
         FormatEntry("tflite-fp16", "resnet_edge.export.tflite:convert", ".tflite", "fp16", "tflite",
                   "TFLite float16 weights", tag="fp16"),
         FormatEntry("tflite-int8", "resnet_edge.export.tflite:convert", ".tflite", "int8", "tflite",
                   "TFLite full-integer int8 (int8/uint8 in and out)",
                   _options(Option("io", "int8", "int8 or uint8 input/output.", str, ("int8", "uint8")), *INT8),
-                  calibrated=True, tag="int8"),
+                  tag="int8"),
         FormatEntry("trt", "resnet_edge.export.tensorrt:convert", ".engine", "fp32", "tensorrt",
                   "TensorRT engine, strongly typed, from ONNX", _TRT, aliases=("tensorrt", "engine"), tag="trt",
                   extra="tensorrt"),
@@ -242,7 +289,7 @@ FORMATS: dict[str, FormatEntry] = {
                   _options(Option("method", "qdq", "qdq (convert the project's calibrated Q/DQ ONNX) or nncf "
                                   "(NNCF post-training quantization of the IR from the same calibration set).", str,
                                   ("qdq", "nncf")), OPSET, *INT8),
-                  calibrated=True, tag="openvino_int8", extra="openvino", variants=({"method": "nncf"},)),
+                  tag="openvino_int8", extra="openvino", variants=({"method": "nncf"},)),
     )
 }
 

@@ -45,7 +45,7 @@ def test_export_option_errors(trained_model_path, tmp_path) -> None:
         (["--format", "tflite", "--precision", "fp16"], "--precision does not apply to tflite"),
         (["--format", "tflite-int8"], "--calib-data"),
         (["--format", "onnx-int8", "--calib-data", "/nope"], "no such folder"),
-        (["--format", "onnx", "--max-drop", "1"], "--max-drop applies to onnx-int8 and tflite-int8, not onnx"),
+        (["--format", "onnx", "--max-drop", "1"], "--max-drop applies to onnx-int8, tflite-int8; not to onnx"),
         (["--format", "onnx-int8", "--calib-data", "digits", "--keep-best"], "only with --max-drop"),
         (["--format", "tflite-int8", "--calib-data", "digits", "--max-drop", "120"], "percentage from 0 to 100"),
         (["--format", "tflite", "--int8-softmax"], "--int8-softmax does not apply to tflite"),

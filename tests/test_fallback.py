@@ -80,7 +80,7 @@ def test_a_budget_out_of_reach_keeps_the_best_artifact_only_when_asked(damaged, 
 
 
 @pytest.mark.parametrize(("fmt", "options", "message"), [
-    ("onnx", {"budget": AccuracyBudget(1.0)}, "applies to int8 formats"),
+    ("onnx", {"budget": AccuracyBudget(1.0)}, "not to onnx, which is fp32, not int8"),
     ("onnx-int8", {"budget": AccuracyBudget(1.0), "verify": False}, "needs verification"),
 ])
 def test_bad_budget_requests(fmt, options, message, trained_model, calibration_set, tmp_path) -> None:
