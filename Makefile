@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO := out/demo
-FORMATS := onnx,onnx-fp16,onnx-int8,tflite,tflite-fp16,tflite-int8,openvino,openvino-int8
+FORMATS = $(shell $(BIN)/resnet-edge formats --cpu --names)  # every format whose runtime runs on a CPU (the registry's rows)
 
 .PHONY: install demo test test-fast bench bench-scale lint clean
 
@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps "pnnx>=20250503"  # NCNN's converter binary; its metadata asks for torch, unneeded
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -121,7 +121,7 @@ def write_clip(path: Path, frames: int) -> Path:
 def video_loop(artifact: Path, clip: Path, threads: int | None, seconds: float) -> dict[str, Any]:
     """Steady-state FPS of the pipelined loop on a file (no frame may drop) and of a serial read-then-predict
     loop on the same clip, against the raw call of the same predictor (``threads`` runtime threads)."""
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
     from resnet_edge.video import open_source, run_video
 
     with load(artifact, device="cpu", threads=threads) as predictor:
@@ -178,7 +178,7 @@ def photo_folder(predictor, folder: Path, raw_ms: float) -> dict[str, Any]:
 
 def measure_camera(artifact: Path, work: Path, seconds: float, warmup: int, quick: bool = False) -> dict[str, Any]:
     """Every camera figure for one artifact, in one run."""
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     with load(artifact, device="cpu") as predictor:
         frames = frame_overhead(predictor, seconds, warmup)

@@ -23,14 +23,10 @@ from resnet_edge.atomic import atomic_path
 from resnet_edge.benchmark import FormatRow, run_all
 from resnet_edge.latency import interleave
 from resnet_edge.optimize import decide
+from resnet_edge.registry import FORMATS, REFERENCE, cpu_formats
 from resnet_edge.report import format_table, machine_description, write_reports
 
-RESNET50_FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8", "openvino", "openvino-int8")
-RESNET50_EXPORT_TIMED = ("onnx", "onnx-int8", "tflite-int8")
-RUNTIME_NAMES = {"keras": "Keras (tf.function)", "onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8",
-                 "onnx-fp16": "ONNX Runtime fp16", "tflite": "TFLite fp32", "tflite-fp16": "TFLite fp16",
-                 "tflite-int8": "TFLite int8", "openvino": "OpenVINO f32", "openvino (bf16)": "OpenVINO bf16",
-                 "openvino-int8": "OpenVINO int8"}
+RESNET50_FORMATS = tuple(cpu_formats())  # every format whose runtime runs on a CPU, from the registry's rows
 
 
 @dataclass(frozen=True)
@@ -62,11 +58,10 @@ def ratios(rows: list[FormatRow]) -> dict[str, Any]:
     """Best CPU format vs Keras, and ONNX Runtime int8 vs fp32 (both as p50 speed-ups). The best format is
     chosen as ``optimize`` chooses (``decide``): formats within each other's noise are a tie, named in
     ``best_tied_with``."""
-    keras = _p50(rows, "keras")
-    candidates = [r for r in rows if r.format != "keras" and r.status == "ok" and r.p50_ms]
+    keras = _p50(rows, REFERENCE)
+    candidates = [r for r in rows if r.format != REFERENCE and r.status == "ok" and r.p50_ms]
     decision = decide(candidates)
     best = decision.chosen
-    onnx, onnx_int8 = _p50(rows, "onnx"), _p50(rows, "onnx-int8")
     return {
         "p50_ms": {r.format: r.p50_ms for r in rows if r.p50_ms},
         "noise_ms": {r.format: r.noise_ms for r in rows if r.p50_ms},
@@ -75,21 +70,33 @@ def ratios(rows: list[FormatRow]) -> dict[str, Any]:
         "best_tied_with": [r.format for r in decision.tied_with],
         "best_rule": decision.rule,
         "best_vs_keras": keras / best.p50_ms if best and keras else None,
-        "ort_int8_vs_ort_fp32": onnx / onnx_int8 if onnx and onnx_int8 else None,
+        "int8_vs_fp32": int8_speedups(rows),
     }
+
+
+def int8_speedups(rows: list[FormatRow]) -> dict[str, float]:
+    """Each runtime's int8 format against its own fp32 format (p50 ratio), for the runtimes that have both."""
+    by_format = {r.format: r.p50_ms for r in rows if r.status == "ok" and r.p50_ms}
+    speedups = {}
+    for name, row in FORMATS.items():
+        fp32 = next((f for f, other in FORMATS.items() if other.backend == row.backend and other.precision == "fp32"),
+                    None) if row.precision == "int8" else None
+        if fp32 and by_format.get(name) and by_format.get(fp32):
+            speedups[f"{name} vs {fp32}"] = by_format[fp32] / by_format[name]
+    return speedups
 
 
 def _print_ratios(title: str, summary: dict[str, Any]) -> None:
     print(f"\n{title}")
     for name, p50 in summary["p50_ms"].items():
         noisy = "  noisy" if name in summary["noisy"] else ""
-        print(f"  {RUNTIME_NAMES.get(name, name):<22} p50 {p50:8.2f} ms ±{summary['noise_ms'][name]:.2g}{noisy}")
+        print(f"  {name:<22} p50 {p50:8.2f} ms ±{summary['noise_ms'][name]:.2g}{noisy}")
     if summary["best_vs_keras"]:
         tie = (f" (tied within noise with {', '.join(summary['best_tied_with'])}; chosen by {summary['best_rule']})"
                if summary["best_tied_with"] else "")
         print(f"  best CPU format ({summary['best_format']}) vs Keras: {summary['best_vs_keras']:.2f}x faster{tie}")
-    if summary["ort_int8_vs_ort_fp32"]:
-        print(f"  ONNX Runtime int8 vs fp32: {summary['ort_int8_vs_ort_fp32']:.2f}x faster")
+    for pair, speedup in summary["int8_vs_fp32"].items():
+        print(f"  {pair}: {speedup:.2f}x faster")
 
 
 def _publish(rows: list[FormatRow], folder: Path, title: str, machine: dict, command: str) -> dict[str, str]:
@@ -150,9 +157,7 @@ def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict
                    batch_size=1, min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
                    parity_count=settings.photo_parity_count, progress=say, variants=True)
     summary = ratios(rows)
-    summary["export_s_onnx_onnx_int8_tflite_int8"] = sum(
-        r.export_s or 0.0 for r in rows if r.format in RESNET50_EXPORT_TIMED
-    )
+    summary["export_s"] = {r.format: r.export_s for r in rows if r.export_s}
     summary["statuses"] = {r.format: r.status for r in rows}
     summary["int8_parity"] = int8_parity(rows)
     title = ("ResNet-50 @224, 1000 classes (trained briefly on photo crops), batch 1; parity on "
@@ -165,23 +170,20 @@ def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict
         print(f"  {name:<12} {figures['compared']}: cos {figures['cosine']:.6f}, top-1 agree "
               f"{figures['top1_agreement']:.2%} ({decisive}), top-5 overlap {figures['top5_overlap']:.2%}, "
               f"passed {figures['passed']}")
-    print(f"  export time onnx + onnx-int8 + tflite-int8: {summary['export_s_onnx_onnx_int8_tflite_int8']:.1f} s")
+    print("  export time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["export_s"].items()))
     summary["int8_softmax_in_graph"] = softmax_in_graph(model_path, out, settings)
     summary["predictor_overhead"] = predictor_overhead(rows, settings)
     summary["camera"] = camera(rows, out, settings)
     return summary
 
 
-CAMERA_FORMATS = ("tflite-int8", "onnx-int8")
-
-
 def camera(rows: list[FormatRow], out: Path, settings: Settings) -> dict[str, Any]:
-    """Camera-scale inputs (1080p frames, a 1080p clip, 12-megapixel photos) through the int8 artifacts."""
+    """Camera-scale inputs (1080p frames, a 1080p clip, 12-megapixel photos) through the int8 artifacts that pass."""
     title = "Camera-scale inputs, ResNet-50 @224 int8, batch 1"
     print(f"\n{title}")
     results = {}
     for row in rows:
-        if row.format in CAMERA_FORMATS and row.status == "ok":
+        if row.precision == "int8" and row.status == "ok" and "(" not in row.format:  # variants aside
             say(f"camera-scale inputs through {row.format}")
             results[row.format] = measure_camera(Path(row.path), out / "camera", settings.min_time_s, settings.warmup)
             print_camera(row.format, results[row.format])
@@ -192,7 +194,7 @@ def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[st
     """The same tflite-int8 export with the softmax kept in the integer graph (``--int8-softmax``): what the
     logits-out default avoids, measured on the same photos."""
     from resnet_edge.calibration import CalibrationSet
-    from resnet_edge.export import export, load_source
+    from resnet_edge.exporter import export, load_source
     from resnet_edge.parity import verify_artifact
 
     calibration = CalibrationSet.from_source("photos", (224, 224), settings.calib_count)
@@ -211,12 +213,12 @@ def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, A
     machine hits both alike."""
     import numpy as np
 
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     frame = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     results = {}
     for row in rows:
-        if row.format not in ("onnx", "tflite-int8") or row.status != "ok":
+        if row.format == REFERENCE or row.status != "ok" or "(" in row.format:  # every passing format, variants aside
             continue
         with load(row.path, device="cpu") as predictor:
             timings = interleave({"raw": raw_call(predictor, frame),

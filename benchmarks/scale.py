@@ -34,7 +34,7 @@ def artifact_and_images(out: Path, count: int, quick: bool) -> tuple[Path, Path]
 
     from resnet_edge.calibration import CalibrationSet
     from resnet_edge.data import load_digits
-    from resnet_edge.export import export
+    from resnet_edge.exporter import export
 
     folder = out / "scale"
     artifact = folder / "resnet18_digits_int8.tflite"
@@ -54,7 +54,7 @@ def artifact_and_images(out: Path, count: int, quick: bool) -> tuple[Path, Path]
 
 def in_process(artifact: Path, images: Path | list[str], repeats: int) -> dict[str, Any]:
     """``predict`` in this process on every usable core: the model loaded once, then every image."""
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     rates = []
     with load(artifact) as predictor:

@@ -13,8 +13,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "build_resnet": "resnet_edge.models.resnet",
-    "export": "resnet_edge.export",
-    "load": "resnet_edge.runtime",
+    "export": "resnet_edge.exporter",
+    "export_formats": "resnet_edge.exporter",
+    "load": "resnet_edge.predictor",
+    "Predictor": "resnet_edge.predictor",
+    "CalibrationSet": "resnet_edge.calibration",
     "compare": "resnet_edge.parity",
     "measure": "resnet_edge.latency",
     "load_dataset": "resnet_edge.data",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -65,3 +66,36 @@ class BoundedCache:
     def clear(self) -> None:
         self._entries.clear()
         self._bytes = 0
+
+
+class PerModel:
+    """Results derived from one object (a Keras model), kept only while that object lives.
+
+    Keyed by the object itself (weakly), never by ``id()``, which a later object may reuse; ``key`` adds what else
+    the result depends on (the weights' digest: a model trained further in place is another model). Each object
+    keeps its last result, or a ``BoundedCache`` of results when ``max_bytes`` is given.
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._table: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    def get(self, owner: Any, key: Hashable, compute: Callable[[], T], size: Callable[[T], int] | None = None) -> T:
+        if self.max_bytes is None:
+            kept = self._table.get(owner)
+            if kept is None or kept[0] != key:
+                self._table.pop(owner, None)  # let the old result go before the new one is built
+                kept = self._table[owner] = (key, compute())
+            return kept[1]
+        cache = self._table.setdefault(owner, BoundedCache(self.max_bytes))
+        return cache.get(key, compute, size or (lambda value: 0))
+
+    def entries(self, owner: Any) -> list[Any]:
+        """What is kept for ``owner`` (for tests)."""
+        kept = self._table.get(owner)
+        if kept is None:
+            return []
+        return kept.values() if isinstance(kept, BoundedCache) else [kept[1]]
+
+    def clear(self) -> None:
+        self._table.clear()

@@ -40,10 +40,13 @@ def _redirected() -> Iterator[None]:
             os.close(copy)
 
 
+NOISY_LOGGERS = ("tf2onnx", "tensorflow", "absl", "onnxruntime")  # libraries that log through Python's logging
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Run a conversion or runtime start-up without anything reaching the user's terminal."""
-    loggers = [logging.getLogger(name) for name in ("tf2onnx", "tensorflow", "absl", "onnxruntime")]
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)

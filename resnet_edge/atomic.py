@@ -72,6 +72,12 @@ def is_stale(path: Path, writer: tuple[int, str] | None, now: float | None = Non
     return not running or age > REUSED_PID_AFTER_S
 
 
+def split_name(target: Path) -> tuple[str, str]:
+    """``("model", ".ncnn.param")`` for ``model.ncnn.param``: the name before its first suffix, and every suffix."""
+    suffixes = "".join(target.suffixes)
+    return target.name[: len(target.name) - len(suffixes)] or target.name, suffixes
+
+
 def remove_stale(target: str | os.PathLike[str], companions: Sequence[str] = ()) -> list[Path]:
     """Remove the temporary files that killed writes to ``target`` left beside it (and their companions).
 
@@ -80,8 +86,10 @@ def remove_stale(target: str | os.PathLike[str], companions: Sequence[str] = ())
     Returns what was removed.
     """
     target = Path(target)
-    prefix = f".{target.stem}."
-    endings = [f".tmp{suffix}" for suffix in dict.fromkeys([target.suffix, *companions])]
+    stem, suffixes = split_name(target)
+    prefix = f".{stem}."
+    inner = suffixes[: len(suffixes) - len(target.suffix)]
+    endings = [f".tmp{inner}{suffix}" for suffix in dict.fromkeys([target.suffix, *companions])]
     removed = []
     try:
         entries = list(os.scandir(target.parent))
@@ -105,7 +113,8 @@ def remove_stale(target: str | os.PathLike[str], companions: Sequence[str] = ())
 def atomic_path(target: str | os.PathLike[str], companions: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
 
-    The temporary name keeps the target's suffix, since some writers (Keras) insist on it.
+    The temporary name keeps the target's suffixes, since some writers (Keras) insist on them and a two-part
+    suffix names the runtime (``.ncnn.param``).
     ``companions`` are suffixes of files the writer puts beside the temporary path under its stem
     (OpenVINO's ``.bin`` beside the ``.xml``): they are moved first and the target last, so a reader that
     finds the new target finds its new companions. Any exception, KeyboardInterrupt included, removes
@@ -114,7 +123,8 @@ def atomic_path(target: str | os.PathLike[str], companions: Sequence[str] = ()) 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target, companions)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.{os.getpid()}.{host_tag()}.", suffix=f".tmp{target.suffix}",
+    stem, suffixes = split_name(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.{host_tag()}.", suffix=f".tmp{suffixes}",
                                     dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -8,8 +8,9 @@ thermal limit) hits every row alike instead of the ones that happened to run dur
 from __future__ import annotations
 
 import os
+import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,12 +20,10 @@ import numpy as np
 
 from .cpu import usable_cores
 from .errors import MissingDependencyError, first_line
-from .latency import ROUNDS, BenchmarkResult, measure_together
-from .registry import BACKENDS, FORMATS, FormatEntry, resolve_format
+from .latency import ROUNDS, BenchmarkResult, Candidate, measure, measure_together
+from .registry import BACKENDS, FORMATS, REFERENCE, FormatEntry, find_format, load_target
 
 Progress = Callable[[str], None]
-REFERENCE = "keras"
-TRT_SKIPPED = "skipped: needs an NVIDIA GPU with TensorRT"
 
 
 @dataclass
@@ -77,11 +76,10 @@ def rows_to_dict(rows: Sequence[FormatRow]) -> list[dict[str, Any]]:
 
 def unavailable(fmt: FormatEntry, device: str = "auto") -> str | None:
     """Why ``fmt`` cannot run on this machine (a ``skipped:`` status), or None when its backend has a device here."""
-    from .runtime import backend_class
 
     row = BACKENDS[fmt.backend]
     try:
-        available = backend_class(row.name).available_devices()
+        available = row.backend_class().available_devices()
     except MissingDependencyError:
         return f"skipped: pip install 'resnet-edge[{row.extra}]'"
     except Exception as exc:
@@ -158,18 +156,18 @@ def _reference_row(ctx: _Context) -> FormatRow:
 
 
 def _format_row(fmt: FormatEntry, ctx: _Context, options: Mapping[str, Any] | None = None) -> FormatRow:
-    from . import export as export_module
+    from . import exporter
     from .parity import compare
-    from .runtime import load
+    from .predictor import load
 
     options = dict(options or {})
     label = variant_name(fmt, options)
-    default = export_module.default_output(ctx.model_path, fmt)
+    default = exporter.default_output(ctx.model_path, fmt)
     path = ctx.out_dir / (default.name if not options else f"{default.stem}_{'_'.join(map(str, options.values()))}{fmt.suffix}")
     row = FormatRow(label, "ok", precision=fmt.precision, path=str(path), batch_size=ctx.batch_size,
                     threads=ctx.threads)
     ctx.say(f"{label}: exporting to {path}")
-    result = export_module.export(ctx.model_path, fmt.name, path, verify=False, progress=ctx.say,
+    result = exporter.export(ctx.model_path, fmt.name, path, verify=False, progress=ctx.say,
                                   calibration=ctx.calibration if fmt.calibrated else None, **options)
     row.size_mb, row.export_s = result.size_bytes / 1e6, result.seconds
     with ExitStack() as opened:
@@ -196,13 +194,12 @@ def variant_name(fmt: FormatEntry, options: Mapping[str, Any]) -> str:
 
 def _variants(fmt: FormatEntry) -> list[dict[str, Any]]:
     """The option sets of ``fmt``'s variants this machine supports."""
-    from .registry import resolve
 
     chosen = []
     for variant in fmt.variants:
         when = variant.get("when")
         try:
-            supported = when is None or bool(resolve(when)())
+            supported = when is None or bool(load_target(when)())
         except Exception:
             supported = False
         if supported:
@@ -221,7 +218,7 @@ def _guarded(name: str, build: Callable[[], FormatRow], say: Progress) -> Format
 
 
 def _selected_formats(formats: Sequence[str] | None) -> list[FormatEntry]:
-    names = list(FORMATS) if formats is None else [resolve_format(f).name for f in formats]
+    names = list(FORMATS) if formats is None else [find_format(f).name for f in formats]
     return [FORMATS[name] for name in dict.fromkeys(names)]
 
 
@@ -282,7 +279,7 @@ def run_all(
     noise figures and FPS come from the same minutes of the machine's life.
     """
     from .parity import run_outputs
-    from .runtime import load
+    from .predictor import load
 
     say = progress or (lambda message: None)
     model_path, out_dir = Path(model_path), Path(out_dir)
@@ -314,3 +311,65 @@ def run_all(
 
 
 __all__ = ["COLUMNS", "FormatRow", "fill_latency", "rows_to_dict", "run_all", "unavailable"]
+
+
+def format_table(runs_here: bool = False, cpu: bool = False) -> list[dict[str, Any]]:
+    """``resnet-edge formats``: every export format as the rows declare it, and whether it runs on this machine."""
+    rows = []
+    for fmt in FORMATS.values():
+        if cpu and not fmt.runs_on_cpu:
+            continue
+        reason = unavailable(fmt)
+        if runs_here and reason is not None:
+            continue
+        precisions = fmt.options["precision"].choices if "precision" in fmt.options else (fmt.precision,)
+        exporting = ",".join(dict.fromkeys(("export", fmt.extra)))
+        rows.append({"format": fmt.name, "suffix": fmt.suffix, "precision": "/".join(precisions),
+                     "runtime": fmt.backend, "export_extra": exporting, "run_extra": BACKENDS[fmt.backend].extra,
+                     "description": fmt.description, "install": fmt.install,
+                     "here": "yes" if reason is None else reason.removeprefix("skipped: "),
+                     "options": [o.flag for o in fmt.options.values()]})
+    return rows
+
+
+def benchmark_artifact(
+    path: str | os.PathLike[str],
+    device: str = "auto",
+    batch_sizes: Iterable[int] = (1,),
+    threads: int | None = None,
+    warmup: int = 10,
+    min_time_s: float = 5.0,
+    end_to_end: bool = False,
+    frame: tuple[int, int] | None = None,
+    backend: str | None = None,
+) -> list[BenchmarkResult]:
+    """Load an artifact (timed apart from its first inference) and measure it at each batch size.
+
+    With ``frame``, each batch size is measured twice in one interleaved run (``measure_together``): the raw
+    call and ``predict`` on frames of that size, so the host-side cost is the difference of two figures taken
+    together.
+    """
+    from .predictor import load
+
+    started = time.perf_counter()
+    predictor = load(path, device=device, backend=backend, threads=threads)
+    load_s = time.perf_counter() - started
+    with predictor:
+        results = []
+        for batch_size in batch_sizes:
+            if frame is None:
+                result = measure(predictor, batch_size, warmup=warmup, min_time_s=min_time_s, end_to_end=end_to_end)
+                results.append(result)
+            else:
+                pair = measure_together({"raw": Candidate(predictor), "frame": Candidate(predictor, True, frame)},
+                                        batch_size, warmup=warmup, min_time_s=min_time_s)
+                for value in pair.values():
+                    if isinstance(value, Exception):
+                        raise value
+                    results.append(value)
+        for result in results:
+            result.load_s = load_s
+        return results
+
+
+__all__ = ["COLUMNS", "FormatRow", "benchmark_artifact", "format_table", "rows_to_dict", "run_all", "unavailable"]

@@ -2,8 +2,8 @@
 
 If halving the set barely moves the activation ranges and the agreement with the float model, more images
 will not help either; if it does, the set is too small or not representative. Ranges are read from the
-artifacts themselves (ONNX QuantizeLinear scales, TFLite per-tensor activation scales), so the figure is
-what the runtime will use.
+artifacts themselves (ONNX QuantizeLinear scales, TFLite tensors, OpenVINO FakeQuantize ranges), so the figure is
+what the runtime will use: each runtime's row names its reader (``activation_scales``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ._lazy import lazy_import
 from .errors import ModelFileError
 
 
@@ -53,58 +52,12 @@ class CalibrationReport:
 
 def activation_scales(path: str | os.PathLike[str]) -> dict[str, float]:
     """Per-tensor activation scale by tensor name, read by the artifact's backend (its row's hook)."""
-    from .registry import resolve, row_for_file
+    from .registry import backend_for_file, load_target
 
-    row = row_for_file(path)
+    row = backend_for_file(path)
     if row.activation_scales is None:
         raise ModelFileError(f"{path}: the {row.name} backend cannot read activation scales")
-    return resolve(row.activation_scales)(Path(path))
-
-
-def onnx_activation_scales(path: Path) -> dict[str, float]:
-    """An int8 ``.onnx``'s activation scales: the per-tensor scales of its QuantizeLinear nodes."""
-    onnx = lazy_import("onnx", extra="export")
-    numpy_helper = lazy_import("onnx.numpy_helper", extra="export")
-    graph = onnx.load(str(path)).graph
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    scales = {}
-    for node in graph.node:
-        scale = constants.get(node.input[1]) if node.op_type == "QuantizeLinear" else None
-        if scale is not None and scale.size == 1:
-            scales[node.input[0]] = float(scale.reshape(()))
-    return scales
-
-
-def tflite_activation_scales(path: Path) -> dict[str, float]:
-    """An int8 ``.tflite``'s activation scales: the int8/uint8 tensors with one (per-tensor) scale."""
-    interpreter = lazy_import("ai_edge_litert.interpreter", extra="tflite").Interpreter(model_path=str(path))
-    scales = {}
-    for detail in interpreter.get_tensor_details():
-        parameters = detail.get("quantization_parameters", {})
-        if np.dtype(detail["dtype"]) in (np.int8, np.uint8) and len(parameters.get("scales", ())) == 1:
-            scales[detail["name"]] = float(parameters["scales"][0])
-    return scales
-
-
-def openvino_activation_scales(path: Path) -> dict[str, float]:
-    """An int8 OpenVINO IR's activation scales: each per-tensor FakeQuantize's ``(high - low) / (levels - 1)``
-    on its output range, by the name of the node it quantizes (Q/DQ and NNCF artifacts alike)."""
-    ov = lazy_import("openvino", extra="openvino")
-    model = ov.Core().read_model(str(path))
-    scales = {}
-    for op in model.get_ops():
-        if op.get_type_name() != "FakeQuantize":
-            continue
-        source = op.input_value(0).get_node()
-        if source.get_type_name() == "Constant":  # a weight's fake quantization, per channel
-            continue
-        bounds = [op.input_value(i).get_node() for i in (3, 4)]
-        if not all(b.get_type_name() == "Constant" for b in bounds):
-            continue
-        low, high = (np.asarray(b.get_data(), dtype=np.float64) for b in bounds)
-        if low.size == 1 and high.size == 1:
-            scales[source.get_friendly_name()] = float((high - low).reshape(()) / (int(op.get_levels()) - 1))
-    return scales
+    return load_target(row.activation_scales)(Path(path))
 
 
 def calibration_report(artifact: str | os.PathLike[str], full_report: Any, calibration: Any,

@@ -199,7 +199,7 @@ def _better(candidate: Any, incumbent: Any, budget: AccuracyBudget) -> bool:
 
 def _p50_ms(path: Path) -> float:
     from .latency import measure
-    from .runtime import load
+    from .predictor import load
 
     with load(path, device="cpu") as predictor:
         return measure(predictor, 1, warmup=3, min_time_s=1.0).p50_ms

@@ -1,5 +1,4 @@
-"""Latency of any Predictor: ``measure`` (one predictor), ``measure_together`` (several, in interleaved rounds) and
-``benchmark_artifact``.
+"""Latency of any Predictor: ``measure`` (one predictor) and ``measure_together`` (several, in interleaved rounds).
 
 Every figure here follows one convention, so a table never mixes statistics:
 
@@ -15,11 +14,10 @@ Every figure here follows one convention, so a table never mixes statistics:
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,43 +395,3 @@ def measure_together(
         results[name] = _result(candidate.predictor, batch_size, whole, candidate.frame, timing.first_ns,
                                 timing.rounds, rss_peak[name], interleaved=len(calls) > 1)
     return {name: results[name] for name in wanted}
-
-
-def benchmark_artifact(
-    path: str | os.PathLike[str],
-    device: str = "auto",
-    batch_sizes: Iterable[int] = (1,),
-    threads: int | None = None,
-    warmup: int = 10,
-    min_time_s: float = 5.0,
-    end_to_end: bool = False,
-    frame: tuple[int, int] | None = None,
-    backend: str | None = None,
-) -> list[BenchmarkResult]:
-    """Load an artifact (timed apart from its first inference) and measure it at each batch size.
-
-    With ``frame``, each batch size is measured twice in one interleaved run (``measure_together``): the raw
-    call and ``predict`` on frames of that size, so the host-side cost is the difference of two figures taken
-    together.
-    """
-    from .runtime import load
-
-    started = time.perf_counter()
-    predictor = load(path, device=device, backend=backend, threads=threads)
-    load_s = time.perf_counter() - started
-    with predictor:
-        results = []
-        for batch_size in batch_sizes:
-            if frame is None:
-                result = measure(predictor, batch_size, warmup=warmup, min_time_s=min_time_s, end_to_end=end_to_end)
-                results.append(result)
-            else:
-                pair = measure_together({"raw": Candidate(predictor), "frame": Candidate(predictor, True, frame)},
-                                        batch_size, warmup=warmup, min_time_s=min_time_s)
-                for value in pair.values():
-                    if isinstance(value, Exception):
-                        raise value
-                    results.append(value)
-        for result in results:
-            result.load_s = load_s
-        return results

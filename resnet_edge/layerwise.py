@@ -17,7 +17,6 @@ an unoptimized copy with every tensor as an output, LiteRT keeps every intermedi
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +26,9 @@ import numpy as np
 from ._lazy import lazy_import
 from .errors import DataError, ModelFileError
 from .metrics import row_cosine
+from .models.naming import keras_layers, layer_of
 
 BATCH_SIZE = 16
-_SCOPE_SUFFIX = re.compile(r"_\d+$")
-
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
@@ -115,21 +113,6 @@ def _matching(model, path: Path):
     return matching_reference(model, metadata.output_activation if metadata else None)
 
 
-def keras_layers(model) -> dict[str, int]:
-    """Names of the layers with one float output, by position in the model (a topological order)."""
-    found: dict[str, int] = {}
-    for position, layer in enumerate(model.layers):
-        if type(layer).__name__ == "InputLayer":
-            continue
-        try:
-            output = layer.output
-        except (AttributeError, ValueError, RuntimeError):
-            continue
-        if not isinstance(output, (list, tuple, dict)):
-            found[layer.name] = position
-    return found
-
-
 def _output_layer(model) -> str | None:
     """The layer producing the model's only output, which maps to the artifact's only output."""
     if len(model.outputs) != 1:
@@ -139,26 +122,9 @@ def _output_layer(model) -> str | None:
     return getattr(operation, "name", None)
 
 
-def layer_of(tensor_name: str, layers: dict[str, int]) -> str | None:
-    """The Keras layer a converter tensor name stands for: the latest layer named in it, or None.
-
-    Name scopes carry the layer name, possibly with a ``_1`` uniquifying suffix; TFLite joins the names of
-    fused ops with ``;``. (tf2onnx's own helper tensors, ``<op>__<n>``, are skipped by the caller: they hold
-    a layer's *input* in another layout.)
-    """
-    best: str | None = None
-    for part in tensor_name.split(";"):
-        for segment in part.split("/"):
-            segment = segment.split(":")[0]
-            name = segment if segment in layers else _SCOPE_SUFFIX.sub("", segment)
-            if name in layers and (best is None or layers[name] > layers[best]):
-                best = name
-    return best
-
-
 def _open(path: Path, layers: dict[str, int], model) -> _Artifact:
     """The artifact through its backend's intermediates hook, its tensors grouped by the Keras layer they stand for."""
-    from .runtime import open_intermediates
+    from .predictor import open_intermediates
 
     opened = open_intermediates(path)
     candidates: dict[str, list[str]] = {}

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError, ModelFileError, first_line
@@ -239,3 +240,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def require_file(path: Path) -> None:
+    """An artifact file that exists and is not empty, or a one-line ModelFileError."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: file is empty")

@@ -23,7 +23,7 @@ from typing import Any
 from .atomic import atomic_path
 from .benchmark import REFERENCE, FormatRow, rows_to_dict, run_all
 from .errors import InvalidArgumentError, ParityError
-from .registry import FORMATS, companions_of, resolve_format
+from .registry import FORMATS, KERAS_SUFFIXES, companions_of, find_format
 
 Progress = Callable[[str], None]
 TIE_FLOOR = 0.03  # candidates within 3 % of the faster p50 always tie: two runs of one runtime differ by that
@@ -173,13 +173,13 @@ def optimize(
     if max_drop < 0:
         raise InvalidArgumentError("--max-drop must be at least 0 percentage points")
     model_path, out_dir = Path(model_path), Path(out_dir)
-    if model_path.suffix not in (".keras", ".h5"):
+    if model_path.suffix.lower() not in KERAS_SUFFIXES:
         raise InvalidArgumentError(f"{model_path}: optimize needs the Keras model (.keras/.h5)")
     if not model_path.is_file():
         raise InvalidArgumentError(f"{model_path}: no such model file")
     if parity_count < 1:
         raise InvalidArgumentError("optimize needs the parity check: --n must be at least 1")
-    names = list(FORMATS) if formats is None else [resolve_format(f).name for f in formats]
+    names = list(FORMATS) if formats is None else [find_format(f).name for f in formats]
     rows = run_all(model_path, out_dir / "candidates", formats=names, data=data, device=device,
                    batch_size=batch_size, min_time_s=min_time_s, warmup=warmup, calib_count=calib_count,
                    parity_count=parity_count, progress=progress, threads=threads, variants=True, time_failed=False)

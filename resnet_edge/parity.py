@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ._memo import BoundedCache
+from ._memo import PerModel
 from .data import Dataset
 from .errors import DataError, InvalidArgumentError, ParityError, ResnetEdgeError, first_line
 from .metrics import row_cosine
-from .runtime.base import looks_like_probabilities, to_probabilities
+from .predictor import looks_like_probabilities, to_probabilities
+from .registry import KERAS_SUFFIXES
 
 DIAGNOSIS_IMAGES = 32
 FLAT_LOGITS = 1e-6  # a logit range below this carries no signal to compare
@@ -442,7 +443,7 @@ def check_artifacts(
     ``load_outputs`` reads them instead of running a reference (``reference`` is then None).
     """
     from .data import load_dataset
-    from .runtime import load
+    from .predictor import load
 
     say = progress or (lambda message: None)
     if count < 1 or batch_size < 1:
@@ -461,7 +462,7 @@ def check_artifacts(
                 reports.append(compare(None, candidate, dataset, batch_size=batch_size,
                                        reference_outputs=reference_outputs))
         return reports
-    if reference is None or Path(reference).suffix.lower() not in (".keras", ".h5"):
+    if reference is None or Path(reference).suffix.lower() not in KERAS_SUFFIXES:
         raise InvalidArgumentError(f"{reference}: the reference must be a Keras model (.keras/.h5)")
     if not candidates and save_outputs is None:
         raise InvalidArgumentError("give at least one artifact to compare (or --save-outputs FILE)")
@@ -480,7 +481,7 @@ def check_artifacts(
 def verify_artifact(model, artifact_path: str | os.PathLike[str], data: Dataset, count: int = 500,
                     label: str = "artifact") -> ParityReport:
     """The export-time check: a fresh artifact against the in-memory Keras model on a sample of ``data``."""
-    from .runtime import load
+    from .predictor import load
 
     with load(artifact_path, device="auto") as candidate:
         return compare(model, candidate, data.sample(count), name=label)
@@ -516,7 +517,7 @@ def calibration_images_of(metadata) -> int | None:
     return int(count) if isinstance(count, int) else None
 
 
-_reference = BoundedCache(256 * 2**20)  # Keras reference outputs per batch, so several formats share one run
+_reference = PerModel(max_bytes=256 * 2**20)  # Keras outputs per batch, shared by several formats' checks
 
 
 def _keras_outputs(model, images: np.ndarray, digest: str | None = None) -> list[np.ndarray]:
@@ -528,9 +529,8 @@ def _keras_outputs(model, images: np.ndarray, digest: str | None = None) -> list
         return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
 
     images_digest = hashlib.sha256(np.ascontiguousarray(images)).hexdigest()
-    # id(): this model object only; a reused id matches nothing unless the digest does too
-    key = (id(model), digest or model_digest(model), images.shape, images.dtype.str, images_digest)
-    return _reference.get(key, run, size=lambda outputs: sum(o.nbytes for o in outputs))
+    key = (digest or model_digest(model), images.shape, images.dtype.str, images_digest)
+    return _reference.get(model, key, run, size=lambda outputs: sum(o.nbytes for o in outputs))
 
 
 def diagnose(report: ParityReport, model, artifact_path: Path, images: np.ndarray) -> None:

@@ -1,12 +1,12 @@
-"""The two registries: one row per backend (a runtime that runs artifacts) and one per export format.
+"""The registry: the one list of runtimes, the rows each runtime declares, and the lookups everything else asks.
 
-Everything else asks these tables: which suffix opens with which backend, where a container keeps its
-metadata, which options a format takes (the CLI makes its flags from them), which devices a backend runs
-on, whether it can expose intermediate tensors for the layer-wise diagnosis. Code is named as
-``"module:attribute"`` and imported on first use, so reading the tables imports no runtime.
-
-A new backend is a module under ``runtime/`` plus one ``BackendEntry``; a new format is a converter under
-``export/`` plus one ``FormatEntry`` (the README's "Adding a format or backend" walks through both).
+A runtime is one folder, ``resnet_edge/backends/<name>/``, whose ``__init__.py`` declares ``RUNTIME``: one
+``BackendEntry`` (the runtime that runs artifacts: its Backend class, suffixes, metadata container, devices and
+hooks) and its ``FormatEntry`` rows (the export formats it owns: converter, options, precision, variants). Code is
+named as ``"module:attribute"`` and imported on first use, so reading the rows imports no runtime; the rows
+themselves are read on the first lookup. Adding a runtime is its folder plus one name in ``RUNTIMES`` (and its
+pip extra): the CLI's flags and help, ``benchmark --all``, ``optimize``, ``--calib-report``, ``--max-drop``, the
+layer-wise diagnosis and the report's tool versions all ask the rows.
 """
 
 from __future__ import annotations
@@ -14,23 +14,20 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError, ModelFileError
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt-ep", "jetson")
-DEVICE_HELP = {
-    "cpu": "the host CPU",
-    "cuda": "an NVIDIA GPU through CUDA",
-    "tensorrt-ep": "ONNX Runtime's TensorRT execution provider (an NVIDIA GPU)",
-    "jetson": "an NVIDIA Jetson (integrated GPU, DLA cores)",
-}
+# The one list of runtimes: a folder resnet_edge/backends/<name>/ each, in the order tables list them.
+RUNTIMES = ("keras", "onnxruntime", "tflite", "openvino", "tensorrt", "ncnn")
+REFERENCE = "keras"  # the float model's runtime: every artifact is checked against it
+KERAS_SUFFIXES = (".keras", ".h5")  # the float model's files (the reference runtime's row runs them)
 
 
-def resolve(target: str) -> Any:
+def load_target(target: str) -> Any:
     """The object a ``"module:attribute"`` target names."""
     module_name, attribute = target.split(":")
     return getattr(importlib.import_module(module_name), attribute)
@@ -81,15 +78,16 @@ class Container:
 
 @dataclass(frozen=True)
 class BackendEntry:
-    """A runtime: the Backend class, the files it opens, its metadata container and its devices.
+    """A runtime that runs artifacts: the Backend class, the files it opens, its metadata container and devices.
 
-    ``devices`` are in order of preference for ``device="auto"`` (the class's ``available_devices()``
-    says which this machine has). ``also_runs`` are suffixes it runs only when asked by name
-    (``backend="openvino"`` for an ``.onnx``). ``intermediates`` names a function ``(path) ->
-    runtime.base.Intermediates`` that opens the artifact with its intermediate tensors readable.
-    ``companions`` are files that belong to the main one (OpenVINO's ``.bin`` beside the ``.xml``).
-    ``activation_scales`` names a function ``(path) -> {tensor: scale}`` reading an int8 artifact's activation
-    scales (what ``--calib-report`` compares).
+    ``devices`` are in order of preference for ``device="auto"`` (the class's ``available_devices()`` says which
+    this machine has), each explained in ``device_help``; ``device_classes`` names a subclass for one device (the
+    Jetson's DLA and zero-copy buffers). ``also_runs`` are suffixes it runs only when asked by name
+    (``backend="openvino"`` for an ``.onnx``). ``companions`` are files that belong to the main one (a ``.bin``
+    beside the ``.xml``). Hooks, ``"module:function"`` each: ``intermediates`` ``(path) -> runtime.Intermediates``
+    opens an artifact with its intermediate tensors readable (the layer-wise diagnosis, ``--max-drop``);
+    ``activation_scales`` ``(path) -> {tensor: scale}`` reads an int8 artifact's activation scales
+    (``--calib-report``). ``tools`` are the distributions whose versions a report lists.
     """
 
     name: str
@@ -98,16 +96,23 @@ class BackendEntry:
     container: Container | None
     devices: tuple[str, ...]
     extra: str
+    device_help: Mapping[str, str] = field(default_factory=dict)
+    device_classes: Mapping[str, str] = field(default_factory=dict)
     also_runs: tuple[str, ...] = ()
     intermediates: str | None = None
     activation_scales: str | None = None
     companions: tuple[str, ...] = ()
     description: str = ""
     needs: str = "its runtime"
+    tools: tuple[str, ...] = ()
 
     @property
     def runs_on_cpu(self) -> bool:
         return "cpu" in self.devices
+
+    def backend_class(self, device: str | None = None) -> Any:
+        """The Backend class that runs on ``device`` (a device's own subclass where the row names one)."""
+        return load_target(self.device_classes.get(device or "", self.target))
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ class FormatEntry:
     tag: str = ""
     extra: str = "export"
     variants: tuple[Mapping[str, Any], ...] = ()
+    install: str = ""  # what exporting needs besides its extra, as an install line
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -200,8 +206,20 @@ class FormatEntry:
 FEATURES = ("max_drop", "calib_report")  # export features a format takes or refuses (FormatEntry.refusal)
 
 
-def _options(*options: Option) -> dict[str, Option]:
-    return {o.name: o for o in options}
+@dataclass(frozen=True)
+class Runtime:
+    """What a runtime folder declares: its backend row and the export formats it owns."""
+
+    backend: BackendEntry
+    formats: tuple[FormatEntry, ...] = ()
+
+
+FEATURES = ("max_drop", "calib_report")  # export features a format takes or refuses (FormatEntry.refusal)
+
+
+def options(*given: Option) -> dict[str, Option]:
+    """Format options by name, in the order given (each becomes a CLI flag)."""
+    return {o.name: o for o in given}
 
 
 # Options shared by several formats ------------------------------------------------------------
@@ -214,87 +232,74 @@ CALIB_METHOD = Option("calib_method", "minmax", "Calibration: minmax, entropy or
                       ("minmax", "entropy", "percentile"))
 INT8 = (INT8_SOFTMAX, FLOAT_LAYERS)
 
-BACKENDS: dict[str, BackendEntry] = {
-    row.name: row
-    for row in (
-        BackendEntry("keras", "resnet_edge.runtime.keras:KerasBackend", (".keras", ".h5"),
-                   Container("resnet_edge.artifact:read_keras", "resnet_edge.artifact:write_keras"),
-                   ("cuda", "cpu"), "export", description="the float reference (TensorFlow)"),
-        BackendEntry("onnxruntime", "resnet_edge.runtime.onnxrt:OnnxRuntimeBackend", (".onnx",),
-                   Container("resnet_edge.artifact:read_onnx", "resnet_edge.artifact:write_onnx"),
-                   ("tensorrt-ep", "cuda", "cpu"), "onnxruntime",
-                   intermediates="resnet_edge.runtime.onnxrt:intermediates",
-                   activation_scales="resnet_edge.calib_report:onnx_activation_scales", description="ONNX Runtime"),
-        BackendEntry("tflite", "resnet_edge.runtime.tflite:TFLiteBackend", (".tflite",),
-                   Container("resnet_edge.artifact:read_tflite", "resnet_edge.artifact:write_tflite"),
-                   ("cpu",), "tflite", intermediates="resnet_edge.runtime.tflite:intermediates",
-                   activation_scales="resnet_edge.calib_report:tflite_activation_scales",
-                   description="LiteRT (TFLite) with XNNPACK"),
-        BackendEntry("tensorrt", "resnet_edge.runtime.tensorrt:TensorRTBackend", (".engine", ".plan"),
-                   Container("resnet_edge.artifact:read_engine", "resnet_edge.artifact:write_engine"),
-                   ("jetson", "cuda"), "tensorrt", description="TensorRT engines (NVIDIA GPU, Jetson)",
-                   needs="an NVIDIA GPU with TensorRT"),
-        BackendEntry("openvino", "resnet_edge.runtime.openvino:OpenVINOBackend", (".xml",),
-                   Container("resnet_edge.artifact_openvino:read_openvino",
-                             "resnet_edge.artifact_openvino:write_openvino"),
-                   ("cpu",), "openvino", also_runs=(".onnx",), companions=(".bin",),
-                   activation_scales="resnet_edge.calib_report:openvino_activation_scales",
-                   description="OpenVINO (Intel CPUs; IR or ONNX)"),
-    )
-}
+class _Rows(Mapping[str, Any]):
+    """Rows by name, read from every runtime folder on first use (so that importing the registry stays light)."""
 
-_INT8_ONNX = _options(OPSET, *INT8, Option("scheme", "u8s8", "u8s8 (uint8 activations, int8 weights: what ONNX "
-                                           "Runtime fuses on x86) or s8s8 (symmetric int8, for TensorRT).", str,
-                                           ("u8s8", "s8s8")), CALIB_METHOD)
-_TRT = _options(
-    Option("precision", "fp32", "fp32, fp16 or int8.", str, ("fp32", "fp16", "int8")),
-    Option("workspace", 4096, "Workspace MiB.", int),
-    Option("batch", "1,1,1", "Optimization profile min,opt,max batch.", str),
-    Option("dla_core", None, "DLA core (Jetson), with GPU fallback.", int),
-    Option("timing_cache", None, "Timing cache file (read and updated).", Path),
-    Option("hardware_compatibility", False, "Ampere+ compatible engine.", bool),
-    CALIB_METHOD, OPSET, *INT8,
-)
+    def __init__(self, pick: Callable[[Runtime], list[Any]]) -> None:
+        self._pick = pick
+        self._rows: dict[str, Any] | None = None
 
-FORMATS: dict[str, FormatEntry] = {
-    row.name: row
-    for row in (
-        FormatEntry("onnx", "resnet_edge.export.onnx:convert", ".onnx", "fp32", "onnxruntime",
-                  "ONNX fp32 (tf2onnx), dynamic batch", _options(OPSET)),
-        FormatEntry("onnx-fp16", "resnet_edge.export.onnx_fp16:convert", ".onnx", "fp16", "onnxruntime",
-                  "ONNX fp16 weights and compute, fp32 inputs/outputs", _options(OPSET), tag="fp16"),
-        FormatEntry("onnx-int8", "resnet_edge.export.onnx_int8:convert", ".onnx", "int8", "onnxruntime",
-                  "ONNX Runtime static QDQ int8, per-channel weights", _INT8_ONNX, tag="int8"),
-        FormatEntry("tflite", "resnet_edge.export.tflite:convert", ".tflite", "fp32", "tflite", "TFLite float32"),
-        FormatEntry("tflite-fp16", "resnet_edge.export.tflite:convert", ".tflite", "fp16", "tflite",
-                  "TFLite float16 weights", tag="fp16"),
-        FormatEntry("tflite-int8", "resnet_edge.export.tflite:convert", ".tflite", "int8", "tflite",
-                  "TFLite full-integer int8 (int8/uint8 in and out)",
-                  _options(Option("io", "int8", "int8 or uint8 input/output.", str, ("int8", "uint8")), *INT8),
-                  tag="int8"),
-        FormatEntry("trt", "resnet_edge.export.tensorrt:convert", ".engine", "fp32", "tensorrt",
-                  "TensorRT engine, strongly typed, from ONNX", _TRT, aliases=("tensorrt", "engine"), tag="trt",
-                  extra="tensorrt"),
-        FormatEntry("openvino", "resnet_edge.export.openvino:convert_float", ".xml", "fp32", "openvino",
-                  "OpenVINO IR, inference precision recorded (f32, or bf16 where the CPU has it)",
-                  _options(Option("inference_precision", "f32", "f32, or bf16 where the CPU has it (recorded; "
-                                  "OpenVINO would otherwise pick bf16 by itself on AMX CPUs).", str, ("f32", "bf16")),
-                           OPSET),
-                  tag="openvino", extra="openvino",
-                  variants=({"inference_precision": "bf16", "when": "resnet_edge.runtime.openvino:has_bf16"},)),
-        FormatEntry("openvino-int8", "resnet_edge.export.openvino:convert_int8", ".xml", "int8", "openvino",
-                  "OpenVINO IR int8 (NNCF post-training quantization, or the project's Q/DQ ONNX)",
-                  # qdq is the default because it measured better: ResNet-50 @224 on photos (make bench, AMD EPYC),
-                  # qdq 100 % of 216 decisive crops at 5.77 ms, NNCF 92.6 % (fails parity) at 5.57 ms
-                  _options(Option("method", "qdq", "qdq (convert the project's calibrated Q/DQ ONNX) or nncf "
-                                  "(NNCF post-training quantization of the IR from the same calibration set).", str,
-                                  ("qdq", "nncf")), OPSET, *INT8),
-                  tag="openvino_int8", extra="openvino", variants=({"method": "nncf"},)),
-    )
-}
+    def _table(self) -> dict[str, Any]:
+        if self._rows is None:
+            self._rows = {row.name: row for runtime in runtimes() for row in self._pick(runtime)}
+        return self._rows
+
+    def __getitem__(self, name: str) -> Any:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __setitem__(self, name: str, row: Any) -> None:
+        """Plant a row (a test's stand-in runtime); the declared rows are read first."""
+        self._table()[name] = row
+
+    def __delitem__(self, name: str) -> None:
+        del self._table()[name]
+
+    def __repr__(self) -> str:
+        return f"<rows {', '.join(self)}>"
 
 
-def resolve_format(name: str) -> FormatEntry:
+_runtimes: list[Runtime] = []
+
+
+def runtimes() -> list[Runtime]:
+    """Every runtime's declaration, in ``RUNTIMES`` order (each folder's ``__init__`` holds rows only)."""
+    if not _runtimes:
+        declared = []
+        for name in RUNTIMES:
+            runtime = importlib.import_module(f"{__package__}.backends.{name}").RUNTIME
+            if runtime.backend.name != name:
+                raise RuntimeError(f"backends/{name} declares the backend {runtime.backend.name!r}")
+            declared.append(runtime)
+        _runtimes.extend(declared)
+    return _runtimes
+
+
+BACKENDS: Mapping[str, BackendEntry] = _Rows(lambda runtime: [runtime.backend])
+FORMATS: Mapping[str, FormatEntry] = _Rows(lambda runtime: list(runtime.formats))
+
+
+def devices() -> tuple[str, ...]:
+    """``auto`` and every device some backend runs on."""
+    found = dict.fromkeys(d for row in BACKENDS.values() for d in row.devices)
+    return ("auto", *sorted(found, key=lambda d: (d != "cpu", d)))
+
+
+def device_help() -> dict[str, str]:
+    """What each device is, from the rows."""
+    helps: dict[str, str] = {}
+    for row in BACKENDS.values():
+        for device, text in row.device_help.items():
+            helps.setdefault(device, text)
+    return helps
+
+
+def find_format(name: str) -> FormatEntry:
     """A format by name or alias; an unknown one is an error naming the nearest valid format."""
     key = name.lower().strip()
     for row in FORMATS.values():
@@ -306,7 +311,7 @@ def resolve_format(name: str) -> FormatEntry:
     raise InvalidArgumentError(f"unknown format {name!r}{hint} (valid: {', '.join(FORMATS)})")
 
 
-def backend_row(name: str) -> BackendEntry:
+def find_backend(name: str) -> BackendEntry:
     if name not in BACKENDS:
         raise InvalidArgumentError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     return BACKENDS[name]
@@ -316,23 +321,39 @@ def known_suffixes() -> list[str]:
     return sorted(s for row in BACKENDS.values() for s in row.suffixes)
 
 
-def row_for_file(path: str | os.PathLike[str]) -> BackendEntry:
+def backend_for_file(path: str | os.PathLike[str]) -> BackendEntry:
     """The backend row whose files end like ``path``; an unknown suffix is a one-line ModelFileError."""
-    suffix = Path(path).suffix.lower()
-    for row in BACKENDS.values():
-        if suffix in row.suffixes:
-            return row
-    raise ModelFileError(f"{path}: unknown model suffix {suffix or '(none)'!r}; "
-                         f"expected one of {', '.join(known_suffixes())}")
+    name = Path(path).name.lower()
+    matches = [(len(s), row) for row in BACKENDS.values() for s in row.suffixes if name.endswith(s)]
+    if not matches:
+        suffix = Path(path).suffix.lower()
+        raise ModelFileError(f"{path}: unknown model suffix {suffix or '(none)'!r}; "
+                             f"expected one of {', '.join(known_suffixes())}")
+    return max(matches, key=lambda match: match[0])[1]
 
 
 def companions_of(path: str | os.PathLike[str]) -> list[Path]:
-    """The files that belong with an artifact (``model.bin`` beside ``model.xml``)."""
+    """The files that belong with an artifact (``model.bin`` beside ``model.xml``: the main file's last suffix
+    replaced, as ``atomic.atomic_path`` writes them)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    rows = [row for row in BACKENDS.values() if suffix in row.suffixes]
-    return [path.with_suffix(extra) for row in rows for extra in row.companions]
+    try:
+        row = backend_for_file(path)
+    except ModelFileError:
+        return []
+    return [path.with_suffix(extra) for extra in row.companions]
 
 
-__all__ = ["BACKENDS", "DEVICES", "FORMATS", "BackendEntry", "Container", "FormatEntry", "Option", "backend_row",
-           "companions_of", "known_suffixes", "resolve", "resolve_format", "row_for_file"]
+def has_suffix(path: str | os.PathLike[str], suffixes: tuple[str, ...]) -> bool:
+    """Whether the file name ends in one of ``suffixes`` (which may have two parts: ``.ncnn.param``)."""
+    name = Path(path).name.lower()
+    return any(name.endswith(suffix) for suffix in suffixes)
+
+
+def cpu_formats() -> list[str]:
+    """The formats whose runtime runs on a CPU, in registry order (what ``make bench`` and ``make demo`` export)."""
+    return [name for name, row in FORMATS.items() if row.runs_on_cpu]
+
+
+__all__ = ["BACKENDS", "FEATURES", "FORMATS", "REFERENCE", "RUNTIMES", "BackendEntry", "Container", "FormatEntry",
+           "Option", "Runtime", "backend_for_file", "companions_of", "cpu_formats", "device_help",
+           "devices", "find_backend", "find_format", "has_suffix", "known_suffixes", "load_target", "options", "runtimes"]

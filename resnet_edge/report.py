@@ -27,11 +27,11 @@ from .cpu import usable_cores
 from .errors import MissingDependencyError
 from .latency import NOISY_CV
 from .metadata import tool_versions
+from .registry import BACKENDS
 
 Row = FormatRow | Mapping[str, Any]
 
-TOOLS = ("resnet-edge", "numpy", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
-         "ai-edge-litert", "tensorrt")
+TOOLS = ("resnet-edge", "numpy")  # and every runtime's own, from its row (BackendEntry.tools)
 LATENCY_FIELDS = ("mean_ms", "p90_ms", "p99_ms", "std_ms", "spread", "rounds", "runs", "first_inference_ms",
                   "rss_peak_mib")
 CSV_FIELDS = (*(key for _, key in COLUMNS), "noisy", "precision", "export_s", "batch_size", "threads",
@@ -81,7 +81,7 @@ def machine_description() -> dict[str, Any]:
         "gpus": _gpus(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "versions": tool_versions(*TOOLS),
+        "versions": tool_versions(*TOOLS, *(t for row in BACKENDS.values() for t in row.tools)),
     }
 
 
@@ -263,3 +263,15 @@ def format_table(rows: Sequence[Row]) -> Any:
 
 
 __all__ = ["CSV_FIELDS", "LEGEND", "format_table", "machine_description", "markdown_table", "write_reports"]
+
+
+def benchmark_formats(model: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, command: str | None = None,
+                      **options: Any) -> tuple[list[Any], dict[str, Path]]:
+    """``resnet-edge benchmark --all``: the format table of ``benchmark.run_all`` (``options`` are its own), written
+    as its receipt (JSON, CSV, Markdown, PNG) beside the artifacts."""
+    from .benchmark import run_all
+
+    rows = run_all(model, out_dir, **options)
+    written = write_reports(rows, out_dir, f"{Path(model).name}: formats on this machine", machine_description(),
+                            command)
+    return rows, written

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -111,3 +114,46 @@ def train(
         val_images=len(val_set),
         history=values,
     )
+
+
+def train_file(model: str, data: str, out: str | os.PathLike[str], *, input_size: tuple[int, int] = (32, 32),
+               epochs: int = 5, batch_size: int = 32, learning_rate: float = 1e-3, val_split: float = 0.2,
+               head: str = "paper", weights: str | os.PathLike[str] | None = None, freeze: bool = False,
+               flip: bool = False, resize: str | None = None, seed: int = 0, verbose: int = 1,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """``resnet-edge train``: a new ResNet (by name) or a model file, trained on ``data``, written atomically.
+
+    ``resize`` defaults to the model file's own policy, else squash; the class names become the labels.
+    """
+    from .data import load_dataset
+    from .metadata import check_policy
+    from .models import build_resnet
+    from .models.io import describe, load_model, save_model
+    from .models.resnet import load_weights
+    from .registry import KERAS_SUFFIXES
+
+    policy = check_policy(resize) if resize is not None else None
+    if Path(model).suffix.lower() in KERAS_SUFFIXES:
+        keras_model, metadata = load_model(model)
+        size = tuple(int(v) for v in keras_model.input_shape[1:3])
+        policy = policy or metadata.resize
+    else:
+        size, keras_model = tuple(input_size), None
+    policy = policy or "squash"
+    dataset = load_dataset(data, size, policy)
+    dataset.check_trainable()
+    if keras_model is None:
+        keras_model = build_resnet(model, (*size, 3), num_classes=len(dataset.class_names), head=head)
+    if weights is not None:
+        load_weights(keras_model, weights, skip_mismatch=True)
+    if freeze:
+        freeze_backbone(keras_model)
+    if progress is not None:
+        progress(f"training {keras_model.name} on {dataset.source}: {len(dataset)} images, "
+                 f"{len(dataset.class_names)} classes, {size[0]}x{size[1]} ({policy})")
+    result = train(keras_model, dataset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                   val_fraction=val_split, flip=flip, seed=seed, verbose=verbose, resize=policy)
+    save_model(keras_model, out, describe(keras_model, dataset.class_names, resize=policy))
+    return {"path": str(out), "model": keras_model.name, "val_accuracy": result.val_accuracy,
+            "train_accuracy": result.train_accuracy, "epochs": result.epochs, "resize": policy,
+            "seconds": round(result.seconds, 1), "train_images": result.train_images, "val_images": result.val_images}

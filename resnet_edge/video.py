@@ -32,7 +32,7 @@ from .cpu import usable_cores
 from .errors import DataError, InvalidArgumentError, first_line
 
 if TYPE_CHECKING:
-    from .runtime.base import Prediction, Predictor
+    from .predictor import Prediction, Predictor
 
 FPS_SMOOTHING = 0.1
 WARMUP_FRAMES = 5  # results left out of ``steady_fps``: model warm-up and pipeline fill
@@ -436,3 +436,18 @@ def _stop(stages: list[threading.Thread], stop: threading.Event, channels: tuple
 
 
 __all__ = ["WARMUP_FRAMES", "FrameResult", "VideoSource", "VideoSummary", "is_live", "open_source", "run_video"]
+
+
+def run_video_file(
+    artifact: str | os.PathLike[str], source: str | int | os.PathLike[str], *, device: str = "auto",
+    backend: str | None = None, threads: int | None = None, top_k: int = 1, max_frames: int | None = None,
+    live: bool | None = None, on_frame: Callable[[FrameResult], None] | None = None,
+    opened: Callable[[Predictor], None] | None = None,
+) -> VideoSummary:
+    """``resnet-edge predict --source``: load an artifact and classify a stream with it (see ``run_video``)."""
+    from .predictor import load
+
+    with load(artifact, device=device, backend=backend, threads=threads) as predictor:
+        if opened is not None:
+            opened(predictor)
+        return run_video(predictor, source, top_k=top_k, max_frames=max_frames, on_frame=on_frame, live=live)

@@ -15,15 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from resnet_edge import artifact
-from resnet_edge.export import FORMATS, ExportJob
-from resnet_edge.export import tensorrt as trt_export
+from resnet_edge.backends.tensorrt import backend as trt_backend
+from resnet_edge.backends.tensorrt import container as engine_container
+from resnet_edge.backends.tensorrt import convert as trt_export
+from resnet_edge.backends.tensorrt import jetson
+from resnet_edge.backends.tensorrt.backend import TensorRTBackend
+from resnet_edge.backends.tensorrt.cuda import GpuInfo, HostDeviceBuffer, check_cuda, cuda_runtime, gpu_info
+from resnet_edge.backends.tensorrt.trtlog import import_tensorrt, make_logger
 from resnet_edge.metadata import ModelMetadata
-from resnet_edge.runtime.tensorrt import backend as trt_backend
-from resnet_edge.runtime.tensorrt import jetson
-from resnet_edge.runtime.tensorrt.backend import TensorRTBackend
-from resnet_edge.runtime.tensorrt.cuda import GpuInfo, HostDeviceBuffer, check_cuda, cuda_runtime, gpu_info
-from resnet_edge.runtime.tensorrt.trtlog import import_tensorrt, make_logger
+from resnet_edge.registry import BACKENDS, FORMATS
+from resnet_edge.runtime import ExportJob
 
 GPU = GpuInfo("Probe GPU", "8.9", False)
 
@@ -39,7 +40,7 @@ def engine_file(folder: Path, version: str) -> Path:
     metadata = ModelMetadata("probe", (4, 4, 3), format="trt",
                              extra={"tensorrt": {"version": version, "compute_capability": GPU.compute_capability}})
     path = folder / "probe.engine"
-    path.write_bytes(artifact.pack_engine(b"ENGINE", metadata))
+    path.write_bytes(engine_container.pack_engine(b"ENGINE", metadata))
     return path
 
 
@@ -63,7 +64,7 @@ def tensorrt_steps(folder: Path) -> dict[str, Callable[[], Any]]:
         trt_backend.cuda_runtime = lambda: None
         trt_backend.gpu_info = lambda runtime=None: GPU
         jetson.is_jetson = lambda *args: True
-        return TensorRTBackend.for_device(device)(engine_file(folder, trt.__version__), device)
+        return BACKENDS["tensorrt"].backend_class(device)(engine_file(folder, trt.__version__), device)
 
     return {
         "version": lambda: trt.__version__,
@@ -108,7 +109,7 @@ def cuda_steps(folder: Path) -> dict[str, Callable[[], Any]]:
         "cudaStreamCreate": lambda: check_cuda(runtime.cudaStreamCreate(), "cudaStreamCreate", runtime),
         "stream_handle": lambda: int(runtime.cudaStream_t()),
         "allocate": lambda: backend()._allocate(64),
-        "allocate_mapped": lambda: backend(TensorRTBackend.for_device("jetson"), integrated=True)._allocate(64),
+        "allocate_mapped": lambda: backend(BACKENDS["tensorrt"].backend_class("jetson"), integrated=True)._allocate(64),
         "cudaHostGetDevicePointer": lambda: check_cuda(runtime.cudaHostGetDevicePointer(4096, 0),
                                                        "cudaHostGetDevicePointer", runtime),
         "copy_to_device": lambda: backend()._copy(8192, 4096, 64, kinds.cudaMemcpyHostToDevice),

@@ -75,7 +75,7 @@ def calibration_set(digits):
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory, trained_model_path, calibration_set) -> dict[str, Path]:
     """Every CPU format exported once (verified on export) from the trained model."""
-    from resnet_edge.export import FORMATS, export
+    from resnet_edge.exporter import FORMATS, export
 
     folder = tmp_path_factory.mktemp("artifacts")
     paths = {}

@@ -82,7 +82,7 @@ def _openvino_ir(onnx_path: Path) -> Path:
     ("openvino-ir", *SIDES),  # OpenVINO itself refuses to save a 0x0 input
 ])
 def test_onnx_and_openvino_refuse_absurd_declared_inputs(tmp_path, runtime: str, dims, message: str) -> None:
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     pytest.importorskip("onnxruntime" if runtime == "onnxruntime" else "openvino")
     path = tiny_onnx(tmp_path / "absurd.onnx", *dims)
@@ -99,7 +99,7 @@ def test_onnx_and_openvino_refuse_absurd_declared_inputs(tmp_path, runtime: str,
     ([100_000, 256, 256, 3], "absurd .more than 268435456 values"),
 ])
 def test_tflite_refuses_absurd_declared_inputs_before_allocating_them(tmp_path, shape, message: str) -> None:
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     path = tiny_tflite(tmp_path / "absurd.tflite", shape)
     with pytest.raises(ModelFileError, match=message) as info:
@@ -108,7 +108,7 @@ def test_tflite_refuses_absurd_declared_inputs_before_allocating_them(tmp_path, 
 
 
 def test_sane_tiny_models_still_load_and_run(tmp_path) -> None:
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     pytest.importorskip("onnxruntime")
     frame = np.full((1, 1, 3), 200, np.uint8)
@@ -121,7 +121,7 @@ def test_sane_tiny_models_still_load_and_run(tmp_path) -> None:
 
 @pytest.mark.parametrize("fixed", [1, 3])
 def test_a_fixed_batch_onnx_runs_any_number_of_images(tmp_path, fixed: int) -> None:
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     pytest.importorskip("onnxruntime")
     frames = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)

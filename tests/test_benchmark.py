@@ -10,21 +10,20 @@ import numpy as np
 import pytest
 
 from resnet_edge import benchmark as benchmark_module
-from resnet_edge.benchmark import TRT_SKIPPED, FormatRow, rows_to_dict, run_all
+from resnet_edge.benchmark import FormatRow, benchmark_artifact, rows_to_dict, run_all
 from resnet_edge.errors import InvalidArgumentError
 from resnet_edge.latency import (
     NOISY_CV,
     ROUNDS,
     Candidate,
-    benchmark_artifact,
     interleave,
     measure,
     measure_together,
     parse_frame,
     round_noise,
 )
+from resnet_edge.predictor import Backend, Predictor
 from resnet_edge.preprocess import InputSpec
-from resnet_edge.runtime.base import Backend, Predictor
 
 FAST = {"min_time_s": 0.05, "warmup": 1, "calib_count": 100, "parity_count": 100}
 
@@ -49,6 +48,8 @@ class _EchoBackend(Backend):
 @pytest.fixture
 def echo() -> Predictor:
     return Predictor(_EchoBackend(Path("echo.bin")))
+
+TRT_SKIPPED = "skipped: needs an NVIDIA GPU with TensorRT"  # what the trt row says here (its row's needs)
 
 
 def test_measure_statistics_are_consistent(echo: Predictor) -> None:
@@ -257,7 +258,7 @@ def test_benchmark_artifact_per_batch_size(good_rows: list[FormatRow]) -> None:
 def test_planted_wrong_and_broken_artifacts_are_reported(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import resnet_edge.export as export_module
+    import resnet_edge.exporter as export_module
     from resnet_edge.models import build_resnet
 
     stranger = build_resnet("resnet18", (32, 32, 3), num_classes=10)

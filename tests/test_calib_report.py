@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
 def test_half_and_full_calibration_are_compared(fmt, trained_model_path, calibration_set, tmp_path) -> None:
     from resnet_edge.calib_report import activation_scales
-    from resnet_edge.export import export
+    from resnet_edge.exporter import export
 
     suffix = ".onnx" if fmt.startswith("onnx") else ".tflite"
     result = export(trained_model_path, fmt, tmp_path / f"m{suffix}", calibration=calibration_set, calib_report=True)
@@ -30,7 +30,7 @@ def test_openvino_int8_reads_its_scales_too(trained_model_path, calibration_set,
     """--calib-report crossed with openvino-int8 used to write the artifact and die opening the .xml as TFLite."""
     pytest.importorskip("openvino")
     from resnet_edge.calib_report import activation_scales
-    from resnet_edge.export import export
+    from resnet_edge.exporter import export
 
     result = export(trained_model_path, "openvino-int8", tmp_path / "m.xml", calibration=calibration_set,
                     calib_report=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from resnet_edge.backends.tflite.calibration import record_ranges, representative_dataset
 from resnet_edge.calibration import CalibrationSet
-from resnet_edge.calibration.tflite import record_ranges, representative_dataset
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def small_calibration(digits) -> CalibrationSet:
 def calibrated_model(trained_model, small_calibration) -> bytes:
     """The float model as TFLite's calibrator hands it to the quantizer (ranges from one image)."""
     from resnet_edge._quiet import quiet
-    from resnet_edge.export.tflite import make_converter
+    from resnet_edge.backends.tflite.convert import make_converter
 
     with quiet():
         return make_converter(trained_model, "int8", small_calibration).convert()
@@ -61,7 +61,7 @@ def _true_ranges(model: bytes, images: np.ndarray, names) -> dict[str, tuple[flo
 
 @pytest.mark.parametrize(("count", "expected"), [(300, 6), (200, 8), (20, 5), (13, 1)])
 def test_onnxrt_batches_divide_the_calibration_set(count, expected) -> None:
-    from resnet_edge.calibration.onnxrt import even_batch_size
+    from resnet_edge.interchange.calibration import even_batch_size
 
     calibration = CalibrationSet(np.zeros((count, 2, 2, 3), np.uint8), None, "test", batch_size=8)
     assert even_batch_size(calibration) == expected
@@ -87,7 +87,7 @@ def test_quantizing_the_same_ranges_gives_the_stock_converters_model(trained_mod
     from ai_edge_litert.tools import flatbuffer_utils
 
     from resnet_edge._quiet import quiet
-    from resnet_edge.export.tflite import make_converter, quantize
+    from resnet_edge.backends.tflite.convert import make_converter, quantize
 
     stock = make_converter(trained_model, "int8", small_calibration)
     stock._experimental_calibrate_only = False
@@ -113,7 +113,7 @@ def test_onnxrt_calibration_cache_holds_the_stock_calibrators_ranges(method, art
     from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from resnet_edge.calibration.onnxrt import CalibrationReader, even_batch_size, write_calibration_cache
+    from resnet_edge.interchange.calibration import CalibrationReader, even_batch_size, write_calibration_cache
 
     prepared = tmp_path / "prepared.onnx"
     quant_pre_process(str(artifacts["onnx"]), str(prepared))

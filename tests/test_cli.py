@@ -24,7 +24,7 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
         (["build", "resnet18", "--bogus"], "No such option"),
         (["train", "--data", "/nonexistent/folder"], "no such folder"),
         (["info", "/nonexistent/model.onnx"], "no such file"),
-        (["predict", "/nonexistent/model.onnx", "x.png"], "no such model file"),
+        (["predict", "/nonexistent/model.onnx", "x.png"], "x.png: no such file or folder"),
         (["export", "/nonexistent/model.keras", "--format", "onnx"], "no such model file"),
         (["benchmark", "/nonexistent/model.onnx", "--frame", "huge"], "frame size must be one of 480p"),
         (["train", "--resize", "fill"], "resize policy must be one of squash, center-crop, letterbox"),
@@ -94,7 +94,7 @@ def test_export_predict_parity_round_trip(trained_model_path, artifacts, tmp_pat
 
 
 def test_parity_exit_code_when_an_artifact_fails(trained_model_path, tmp_path) -> None:
-    from resnet_edge.export import export
+    from resnet_edge.exporter import export
     from resnet_edge.models import build_resnet
 
     impostor = build_resnet("resnet18", (32, 32, 3), num_classes=10)

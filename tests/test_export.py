@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from resnet_edge.errors import InvalidArgumentError, ParityError
-from resnet_edge.export import FORMATS, export, resolve_format
+from resnet_edge.exporter import FORMATS, export, find_format
 from resnet_edge.metadata import ModelMetadata
 from resnet_edge.parity import TOLERANCES, compare_outputs
 
@@ -53,7 +53,22 @@ def _plain_openvino(path, images: np.ndarray) -> np.ndarray:
     return compiled(images.astype(np.float32))[0]
 
 
-PLAIN_RUNTIMES = {"onnxruntime": _plain_onnxruntime, "tflite": _plain_tflite, "openvino": _plain_openvino}
+def _plain_ncnn(path, images: np.ndarray) -> np.ndarray:
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+    assert net.load_param(str(path)) == 0 and net.load_model(str(path.with_suffix(".bin"))) == 0
+    rows = []
+    for image in images.astype(np.float32):
+        with net.create_extractor() as extractor:
+            extractor.input("in0", ncnn.Mat(np.ascontiguousarray(image)).clone())
+            rows.append(np.array(extractor.extract("out0")[1]))
+    return np.stack(rows)
+
+
+PLAIN_RUNTIMES = {"onnxruntime": _plain_onnxruntime, "tflite": _plain_tflite, "openvino": _plain_openvino,
+                  "ncnn": _plain_ncnn}
 
 
 def plain_runtime_outputs(path, images: np.ndarray, fmt: str) -> tuple[np.ndarray, ModelMetadata | None]:
@@ -88,9 +103,9 @@ def test_artifact_matches_keras_with_plain_runtime(name, artifacts, trained_mode
 
 
 def test_tflite_int8_takes_integer_input_and_records_its_quantization(artifacts) -> None:
-    from resnet_edge import artifact
+    from resnet_edge.backends.tflite import container as tflite_container
 
-    metadata = artifact.read_tflite(artifacts["tflite-int8"])
+    metadata = tflite_container.read_tflite(artifacts["tflite-int8"])
     assert metadata.input_dtype == "int8"
     assert metadata.input_quantization.scale == pytest.approx(1.0, rel=0.02)
     assert metadata.output_quantization is not None
@@ -136,8 +151,8 @@ def test_onnx_passes_the_full_checker_and_has_dynamic_batch(artifacts) -> None:
 def test_exports_are_reproducible(name, tmp_path, trained_model_path, calibration_set) -> None:
     suffix = FORMATS[name].suffix
     first, second = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
-    import resnet_edge.export as export_module
-    import resnet_edge.export.onnx as onnx_export
+    import resnet_edge.exporter as export_module
+    import resnet_edge.interchange.keras_onnx as onnx_export
 
     export(trained_model_path, name, first, calibration=calibration_set, verify=False)
     onnx_export._converted.clear()  # load and convert again rather than reuse the cached model and conversion
@@ -173,24 +188,27 @@ def test_formats_exported_from_one_file_load_it_and_run_the_reference_once(tmp_p
                                                                           calibration_set, monkeypatch) -> None:
     import os
 
-    import resnet_edge.export as export_module
+    import resnet_edge.exporter as export_module
     import resnet_edge.parity as parity
-    from resnet_edge._memo import BoundedCache, KeepLast
+    from resnet_edge._memo import KeepLast, PerModel
     from resnet_edge.models import io
 
     loads = []
     monkeypatch.setattr(export_module, "_loaded", KeepLast())
-    monkeypatch.setattr(parity, "_reference", BoundedCache(2**30))
+    monkeypatch.setattr(parity, "_reference", PerModel(max_bytes=2**30))
     monkeypatch.setattr(io, "load_model", lambda path, real=io.load_model: loads.append(path) or real(path))
     export(trained_model_path, "onnx", tmp_path / "m.onnx", calibration=calibration_set)
-    kept = parity._reference.values()
+    model = export_module._loaded.last[0]
+    kept = parity._reference.entries(model)
     export(trained_model_path, "tflite", tmp_path / "m.tflite", calibration=calibration_set)
-    assert len(loads) == 1 and kept and all(a is b for a, b in zip(parity._reference.values(), kept, strict=True))
+    again = parity._reference.entries(model)
+    assert len(loads) == 1 and kept and all(a is b for a, b in zip(again, kept, strict=True))
 
     stat = trained_model_path.stat()
     os.utime(trained_model_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # the file changed
     export(trained_model_path, "tflite", tmp_path / "m2.tflite", calibration=calibration_set)
-    assert len(loads) == 2 and len(parity._reference) == 2 * len(kept)
+    reloaded = export_module._loaded.last[0]
+    assert len(loads) == 2 and reloaded is not model and len(parity._reference.entries(reloaded)) == len(kept)
 
 
 def test_artifact_outside_tolerance_fails_and_leaves_nothing(tmp_path, trained_model_path, monkeypatch) -> None:
@@ -205,7 +223,7 @@ def test_artifact_outside_tolerance_fails_and_leaves_nothing(tmp_path, trained_m
 
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError])
 def test_interrupted_export_leaves_no_file(tmp_path, trained_model_path, monkeypatch, interruption) -> None:
-    import resnet_edge.export.onnx as onnx_export
+    import resnet_edge.backends.onnxruntime.convert as onnx_export
 
     original = onnx_export.save_onnx
 
@@ -239,7 +257,7 @@ def test_bad_export_requests(fmt, options, message, tmp_path, trained_model_path
 
 
 def test_format_aliases_and_suffix_check(tmp_path, trained_model_path) -> None:
-    assert resolve_format("TensorRT").name == resolve_format("engine").name == "trt"
+    assert find_format("TensorRT").name == find_format("engine").name == "trt"
     with pytest.raises(InvalidArgumentError, match=r"must end in \.onnx"):
         export(trained_model_path, "onnx", tmp_path / "m.tflite")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from resnet_edge.errors import ParityError
-from resnet_edge.export import export
-from resnet_edge.runtime import load
+from resnet_edge.exporter import export
+from resnet_edge.predictor import load
 
 pytestmark = pytest.mark.slow
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from resnet_edge.errors import InvalidArgumentError
-from resnet_edge.export import check_request
+from resnet_edge.exporter import check_request
 from resnet_edge.registry import FEATURES, FORMATS
 
 # A value other than the default for every format option in the rows (each must be a valid one).
 SAMPLES = {"opset": 18, "int8_softmax": True, "float_layers": "conv1_conv", "scheme": "s8s8",
            "calib_method": "entropy", "io": "uint8", "precision": "fp16", "workspace": 512, "batch": "1,2,4",
            "dla_core": 0, "timing_cache": "cache.bin", "hardware_compatibility": True, "inference_precision": "bf16",
-           "method": "nncf"}
+           "method": "nncf", "storage": "bf16", "winograd": "on"}
 ALL_OPTIONS = sorted({name for fmt in FORMATS.values() for name in fmt.options})
 
 

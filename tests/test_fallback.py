@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from resnet_edge.errors import InvalidArgumentError, ParityError
-from resnet_edge.export import export
+from resnet_edge.exporter import export
 from resnet_edge.fallback import AccuracyBudget, float_step, fused_unit
 
 DAMAGED = "conv3_block1_1"

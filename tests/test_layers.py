@@ -32,4 +32,4 @@ def test_wheel_installs_only_the_resnet_edge_package(tmp_path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"resnet_edge"}
-    assert "resnet_edge/calibration/dataset.py" in names
+    assert "resnet_edge/calibration.py" in names

@@ -37,8 +37,8 @@ def float_model(digits):
 
 @pytest.fixture(scope="module")
 def int8_artifacts(float_model, tmp_path_factory):
-    from resnet_edge.calibration.dataset import CalibrationSet
-    from resnet_edge.export import export
+    from resnet_edge.calibration import CalibrationSet
+    from resnet_edge.exporter import export
 
     folder = tmp_path_factory.mktemp("layerwise")
     calibration = CalibrationSet.from_source("digits", (32, 32), 100)

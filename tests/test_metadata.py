@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from resnet_edge import artifact
+from resnet_edge.backends.tensorrt import container as engine_container
 from resnet_edge.errors import ModelFileError
 from resnet_edge.metadata import ModelMetadata, Quantization
+from resnet_edge.models import io as keras_container
 
 META = ModelMetadata(model="resnet18", input_shape=(32, 32, 3), labels=("a", "b"),
                      input_quantization=Quantization(1.0, -128), output_activation="softmax", extra={"note": "x"})
@@ -54,8 +56,8 @@ def test_unknown_keys_from_newer_writers_are_ignored() -> None:
 
 
 def test_engine_header_round_trip(tmp_path) -> None:
-    blob = artifact.pack_engine(b"ENGINE", META)
-    metadata, engine = artifact.unpack_engine(blob, "x")
+    blob = engine_container.pack_engine(b"ENGINE", META)
+    metadata, engine = engine_container.unpack_engine(blob, "x")
     assert metadata == META and bytes(engine) == b"ENGINE"
     path = tmp_path / "m.engine"
     path.write_bytes(blob)
@@ -66,8 +68,8 @@ def test_keras_zip_entry_round_trip(tmp_path) -> None:
     path = tmp_path / "m.keras"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", "{}")
-    artifact.embed_keras(path, META)
-    assert artifact.read_keras(path) == META
+    keras_container.embed_keras(path, META)
+    assert keras_container.read_keras(path) == META
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".onnx", ".tflite", ".engine"])
@@ -157,7 +159,7 @@ def _hostile_containers(tmp_path, text: str) -> list:
     paths.append(tmp_path / "m.tflite")
     paths[-1].write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
     paths.append(tmp_path / "m.engine")
-    paths[-1].write_bytes(artifact.ENGINE_MAGIC + struct.pack("<Q", len(data)) + data + b"ENGINE")
+    paths[-1].write_bytes(engine_container.ENGINE_MAGIC + struct.pack("<Q", len(data)) + data + b"ENGINE")
     paths.append(tmp_path / "m.xml")
     value = text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
     paths[-1].write_text(f'<?xml version="1.0"?><net name="m"><rt_info><resnet_edge value="{value}"/></rt_info></net>')

@@ -219,8 +219,8 @@ def test_a_foreign_model_behind_preprocessing_takes_raw_pixels(mode) -> None:
 def test_export_records_the_preprocessing_put_in_front(tmp_path) -> None:
     from keras.applications.imagenet_utils import preprocess_input
 
-    from resnet_edge.export import export
-    from resnet_edge.runtime import load
+    from resnet_edge.exporter import export
+    from resnet_edge.predictor import load
 
     model = _foreign_model()
     result = export(model, "onnx", tmp_path / "foreign.onnx", preprocessing="torch")

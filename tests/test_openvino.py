@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from resnet_edge.artifact_openvino import read_openvino, write_openvino
+from resnet_edge.backends.openvino.backend import OpenVINOBackend, has_bf16
+from resnet_edge.backends.openvino.container import read_openvino, write_openvino
 from resnet_edge.errors import DeviceError, InvalidArgumentError, ModelFileError
-from resnet_edge.export import export
-from resnet_edge.runtime.base import Predictor
-from resnet_edge.runtime.openvino import OpenVINOBackend, has_bf16
+from resnet_edge.exporter import export
+from resnet_edge.predictor import Predictor
 
 pytestmark = pytest.mark.slow
 
@@ -93,8 +93,9 @@ def test_int8_ends_in_logits_and_records_its_calibration(name, exported, calibra
 
 
 def test_metadata_round_trip(exported, trained_model_path) -> None:
-    from resnet_edge.artifact import read_keras, read_metadata
-    from resnet_edge.runtime import load
+    from resnet_edge.artifact import read_metadata
+    from resnet_edge.models.io import read_keras
+    from resnet_edge.predictor import load
 
     source = read_keras(trained_model_path)
     for name, (path, metadata) in exported.items():
@@ -168,7 +169,7 @@ def test_bf16_runs_in_bf16(exported, held_out, keras_outputs) -> None:
 
 
 def test_bf16_on_a_cpu_without_it_is_a_device_error(exported, monkeypatch) -> None:
-    import resnet_edge.runtime.openvino as backend_module
+    import resnet_edge.backends.openvino.backend as backend_module
 
     monkeypatch.setattr(backend_module, "cpu_capabilities", lambda core=None: ("FP32", "INT8"))
     with pytest.raises(DeviceError, match="bf16") as error:
@@ -216,8 +217,8 @@ def test_mismatching_bin_is_a_model_file_error(exported, tmp_path) -> None:
 
 
 def test_onnx_runs_on_openvino_like_onnxruntime(trained_model_path, held_out, tmp_path) -> None:
-    from resnet_edge.runtime import load
-    from resnet_edge.runtime.onnxrt import OnnxRuntimeBackend
+    from resnet_edge.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from resnet_edge.predictor import load
 
     path = tmp_path / "model.onnx"
     result = export(trained_model_path, "onnx", path, verify=False)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from resnet_edge import registry
+from resnet_edge.backends.onnxruntime.backend import OnnxRuntimeBackend
 from resnet_edge.benchmark import FormatRow
 from resnet_edge.errors import InvalidArgumentError, ParityError
 from resnet_edge.optimize import Choice, decide, optimize, summary_lines, tie_band, tied
-from resnet_edge.runtime import load
-from resnet_edge.runtime.onnxrt import OnnxRuntimeBackend
+from resnet_edge.predictor import load
 
 FAST = {"min_time_s": 0.2, "warmup": 2, "calib_count": 100, "parity_count": 200}
 
@@ -49,7 +49,7 @@ def planted(monkeypatch):
         monkeypatch.setitem(registry.BACKENDS, name, registry.BackendEntry(
             name, f"{__name__}:{cls.__name__}", (suffix,), onnx_row.container, ("cpu",), "onnxruntime"))
         monkeypatch.setitem(registry.FORMATS, name, registry.FormatEntry(
-            name, "resnet_edge.export.onnx:convert", suffix, "fp32", name, "planted", registry.FORMATS["onnx"].options,
+            name, "resnet_edge.backends.onnxruntime.convert:convert_fp32", suffix, "fp32", name, "planted", registry.FORMATS["onnx"].options,
             tag=name))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from resnet_edge.parity import TOLERANCES, compare_outputs
-from resnet_edge.runtime.base import to_probabilities
+from resnet_edge.predictor import to_probabilities
 
 CLASSES = 1000
 

@@ -53,7 +53,7 @@ def test_prepare_images_resizes_and_casts() -> None:
 
 @given(st.integers(1, 12), st.integers(0, 2**16))
 def test_top_k_matches_a_full_sort(k: int, seed: int) -> None:
-    from resnet_edge.runtime.base import top_k_indices
+    from resnet_edge.predictor import top_k_indices
 
     scores = np.random.default_rng(seed).random((3, 10)).astype(np.float32)
     expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, 10)]

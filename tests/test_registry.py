@@ -12,25 +12,25 @@ import pytest
 from resnet_edge import artifact, registry
 from resnet_edge.atomic import atomic_path
 from resnet_edge.errors import InvalidArgumentError, ModelFileError
-from resnet_edge.registry import BACKENDS, FORMATS, resolve
-from resnet_edge.runtime.base import Backend
+from resnet_edge.predictor import Backend
+from resnet_edge.registry import BACKENDS, FORMATS, load_target
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
 def test_every_backend_row_resolves(name: str) -> None:
     row = BACKENDS[name]
-    cls = resolve(row.target)
+    cls = load_target(row.target)
     assert issubclass(cls, Backend) and cls.name == name
-    assert set(row.devices) <= set(registry.DEVICES) - {"auto"}
+    assert set(row.devices) <= set(registry.devices()) - {"auto"}
     assert all(s.startswith(".") for s in (*row.suffixes, *row.also_runs, *row.companions))
     for target in (row.container.read, row.container.write, *([row.intermediates] if row.intermediates else [])):
-        assert callable(resolve(target))
+        assert callable(load_target(target))
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_every_format_row_resolves(name: str) -> None:
     fmt = FORMATS[name]
-    assert callable(resolve(fmt.target))
+    assert callable(load_target(fmt.target))
     assert fmt.backend in BACKENDS and fmt.suffix in BACKENDS[fmt.backend].suffixes
     assert fmt.resolve_options({}) == fmt.defaults
     for option in fmt.options.values():
@@ -41,9 +41,9 @@ def test_every_format_row_resolves(name: str) -> None:
 def test_suffixes_belong_to_one_backend() -> None:
     suffixes = [s for row in BACKENDS.values() for s in row.suffixes]
     assert len(suffixes) == len(set(suffixes))
-    assert registry.row_for_file("m.XML").name == "openvino"
+    assert registry.backend_for_file("m.XML").name == "openvino"
     with pytest.raises(ModelFileError, match=r"unknown model suffix '\.pt'.*\.engine"):
-        registry.row_for_file("model.pt")
+        registry.backend_for_file("model.pt")
 
 
 def test_options_are_checked_by_their_row() -> None:

@@ -13,8 +13,8 @@ from PIL import Image
 
 from resnet_edge.errors import DataError, DeviceError, InvalidArgumentError, ModelFileError
 from resnet_edge.parity import compare
+from resnet_edge.predictor import load
 from resnet_edge.registry import FORMATS
-from resnet_edge.runtime import load
 
 BACKEND_OF = {"keras": "keras", **{name: fmt.backend for name, fmt in FORMATS.items() if fmt.runs_on_cpu}}
 
@@ -71,9 +71,9 @@ def test_predict_accepts_every_input_kind(name, every_artifact, sample_folder) -
 
 
 def test_a_logits_model_predicts_probabilities_whatever_its_outputs_look_like(tmp_path, digits) -> None:
-    from resnet_edge.export import export
+    from resnet_edge.exporter import export
     from resnet_edge.models import build_resnet
-    from resnet_edge.runtime.base import to_probabilities
+    from resnet_edge.predictor import to_probabilities
 
     model = build_resnet("resnet18", (32, 32, 3), num_classes=10, classifier_activation=None)
     path = export(model, "onnx", tmp_path / "logits.onnx", verify=False).path
@@ -229,9 +229,8 @@ def test_background_decoding_keeps_order_and_skips_unreadable_files(every_artifa
 
 @pytest.mark.parametrize("policy", ["center-crop", "letterbox"])
 def test_every_artifact_follows_the_model_resize_policy(tmp_path, trained_model_path, policy) -> None:
-    from resnet_edge.artifact import read_keras
-    from resnet_edge.export import export
-    from resnet_edge.models.io import load_model, save_model
+    from resnet_edge.exporter import export
+    from resnet_edge.models.io import load_model, read_keras, save_model
     from resnet_edge.preprocess import resize
 
     model, metadata = load_model(trained_model_path)

@@ -22,7 +22,7 @@ def labelled_folder(digit_folder) -> Path:
 def in_process_reports(trained_model_path, artifacts, labelled_folder):
     from resnet_edge.data import load_dataset
     from resnet_edge.parity import compare
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     with load(trained_model_path, device="cpu") as reference:
         with pytest.warns(UserWarning, match="skipped 1 unreadable"):

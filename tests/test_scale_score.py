@@ -27,7 +27,7 @@ def image_folder(digit_folder) -> Path:
 
 @pytest.fixture(scope="module")
 def in_process(artifacts, image_folder):
-    from resnet_edge.runtime import load
+    from resnet_edge.predictor import load
 
     with load(artifacts["tflite-int8"]) as predictor:
         run = predictor.predict(image_folder, top_k=3)

@@ -233,8 +233,8 @@ def call_server(url: str, method: str, path: str, body: bytes | None = None) -> 
 
 @pytest.mark.slow
 def test_served_model_answers_100_concurrent_requests_like_predict(server, artifacts, digits) -> None:
+    from resnet_edge.predictor import load
     from resnet_edge.preprocess import decode_image
-    from resnet_edge.runtime import load
 
     bodies = [encode(image) for image in digits.images[:100]]
     with ThreadPoolExecutor(100) as pool:

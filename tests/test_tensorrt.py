@@ -22,7 +22,22 @@ from _trt_fakes import (
     Severity,
 )
 
-from resnet_edge import artifact
+from resnet_edge import artifact, machine
+from resnet_edge.backends.tensorrt import backend as backend_module
+from resnet_edge.backends.tensorrt import container as engine_container
+from resnet_edge.backends.tensorrt import convert as trt_export
+from resnet_edge.backends.tensorrt import jetson as jetson_module
+from resnet_edge.backends.tensorrt.backend import TensorRTBackend
+from resnet_edge.backends.tensorrt.compat import check_batch, check_engine_compatibility
+from resnet_edge.backends.tensorrt.convert import (
+    first_parser_error,
+    parse_profile,
+    profile_shapes,
+    validate_options,
+)
+from resnet_edge.backends.tensorrt.cuda import GpuInfo, check_cuda, gpu_info
+from resnet_edge.backends.tensorrt.jetson import is_jetson
+from resnet_edge.backends.tensorrt.trtlog import create, make_logger
 from resnet_edge.errors import (
     DataError,
     DeviceError,
@@ -31,25 +46,11 @@ from resnet_edge.errors import (
     MissingDependencyError,
     ModelFileError,
 )
-from resnet_edge.export import FORMATS, ExportJob
-from resnet_edge.export import tensorrt as trt_export
-from resnet_edge.export.tensorrt import (
-    first_parser_error,
-    onnx_format_for,
-    parse_profile,
-    profile_shapes,
-    validate_options,
-)
 from resnet_edge.metadata import ModelMetadata, Quantization
+from resnet_edge.predictor import load
 from resnet_edge.preprocess import InputSpec
-from resnet_edge.runtime import load
-from resnet_edge.runtime.tensorrt import backend as backend_module
-from resnet_edge.runtime.tensorrt import jetson as jetson_module
-from resnet_edge.runtime.tensorrt.backend import TensorRTBackend
-from resnet_edge.runtime.tensorrt.compat import check_batch, check_engine_compatibility
-from resnet_edge.runtime.tensorrt.cuda import GpuInfo, check_cuda, gpu_info
-from resnet_edge.runtime.tensorrt.jetson import is_jetson
-from resnet_edge.runtime.tensorrt.trtlog import create, make_logger
+from resnet_edge.registry import BACKENDS, FORMATS
+from resnet_edge.runtime import ExportJob
 
 TRT_DEFAULTS = dict(FORMATS["trt"].defaults)
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -141,19 +142,13 @@ def test_validate_options_rejects_directory_timing_cache(tmp_path):
         validate_options({**TRT_DEFAULTS, "timing_cache": str(tmp_path)})
 
 
-@pytest.mark.parametrize(("precision", "fmt"), [("fp32", "onnx"), ("fp16", "onnx-fp16"), ("int8", "onnx-int8")])
-def test_onnx_format_for(precision, fmt):
-    assert onnx_format_for(precision) == fmt
-    assert FORMATS[fmt].precision == precision
-
-
 def test_int8_onnx_row_takes_trt_scheme():
     assert {"scheme", "calib_method", "opset"} <= set(FORMATS["onnx-int8"].options)
 
 
-def test_onnx_format_for_unknown():
+def test_an_unknown_precision_is_refused():
     with pytest.raises(InvalidArgumentError, match="not 'bf16'"):
-        onnx_format_for("bf16")
+        validate_options({**TRT_DEFAULTS, "precision": "bf16"})
 
 
 def test_convert_validates_before_anything_heavy(tmp_path):
@@ -181,36 +176,36 @@ def test_first_parser_error_is_one_line():
 
 def test_engine_header_round_trip(tmp_path):
     metadata = trt_metadata()
-    blob = artifact.pack_engine(b"SERIALIZED-ENGINE", metadata)
-    assert blob.startswith(artifact.ENGINE_MAGIC)
-    unpacked, engine = artifact.unpack_engine(blob, "m.engine")
+    blob = engine_container.pack_engine(b"SERIALIZED-ENGINE", metadata)
+    assert blob.startswith(engine_container.ENGINE_MAGIC)
+    unpacked, engine = engine_container.unpack_engine(blob, "m.engine")
     assert unpacked == metadata
     assert bytes(engine) == b"SERIALIZED-ENGINE"
     assert unpacked.extra["tensorrt"]["profile"] == [1, 4, 8]
     path = tmp_path / "m.engine"
     path.write_bytes(blob)
-    assert artifact.read_engine(path) == metadata
+    assert engine_container.read_engine(path) == metadata
     assert artifact.read_metadata(path) == metadata
 
 
 def test_engine_plain_without_header():
-    metadata, engine = artifact.unpack_engine(b"\x00\x01plain-trt-plan", "plain.engine")
+    metadata, engine = engine_container.unpack_engine(b"\x00\x01plain-trt-plan", "plain.engine")
     assert metadata is None
     assert bytes(engine) == b"\x00\x01plain-trt-plan"
 
 
 def test_engine_truncated_header(tmp_path):
-    blob = artifact.pack_engine(b"ENGINE", trt_metadata())
+    blob = engine_container.pack_engine(b"ENGINE", trt_metadata())
     with pytest.raises(ModelFileError, match="truncated engine header"):
-        artifact.unpack_engine(blob[: len(artifact.ENGINE_MAGIC) + 3], "m.engine")
+        engine_container.unpack_engine(blob[: len(engine_container.ENGINE_MAGIC) + 3], "m.engine")
     with pytest.raises(ModelFileError, match="corrupt or truncated engine header"):
-        artifact.unpack_engine(blob[: len(artifact.ENGINE_MAGIC) + 8 + 10], "m.engine")
+        engine_container.unpack_engine(blob[: len(engine_container.ENGINE_MAGIC) + 8 + 10], "m.engine")
     header_only = blob[: -len(b"ENGINE")]
     with pytest.raises(ModelFileError, match="engine itself is missing"):
-        artifact.unpack_engine(header_only, "m.engine")
+        engine_container.unpack_engine(header_only, "m.engine")
     path = tmp_path / "header-only.engine"
     path.write_bytes(header_only)
-    assert artifact.read_engine(path) == trt_metadata()
+    assert engine_container.read_engine(path) == trt_metadata()
 
 
 # compatibility --------------------------------------------------------------------------------
@@ -315,26 +310,26 @@ def test_is_jetson_from_device_tree_model(tmp_path):
 
 
 def test_jetson_is_a_device_of_the_tensorrt_backend():
-    jetson_class = TensorRTBackend.for_device("jetson")
+    jetson_class = BACKENDS["tensorrt"].backend_class("jetson")
     assert issubclass(jetson_class, TensorRTBackend) and jetson_class is not TensorRTBackend
     assert jetson_class.name == TensorRTBackend.name == "tensorrt"
     assert TensorRTBackend.devices == ("jetson", "cuda")
-    assert TensorRTBackend.for_device("cuda") is TensorRTBackend
-    assert jetson_class.for_device("jetson") is jetson_class
-    assert jetson_class.for_device("cuda") is TensorRTBackend
+    assert BACKENDS["tensorrt"].backend_class("cuda") is TensorRTBackend
+    assert BACKENDS["tensorrt"].backend_class("jetson") is jetson_class
+    assert BACKENDS["tensorrt"].backend_class() is TensorRTBackend
 
 
 @pytest.mark.skipif(is_jetson(), reason="this machine is a Jetson")
 def test_jetson_device_refuses_other_machines(tmp_path):
     path = tmp_path / "m.engine"
-    path.write_bytes(artifact.pack_engine(b"ENGINE", trt_metadata()))
+    path.write_bytes(engine_container.pack_engine(b"ENGINE", trt_metadata()))
     with pytest.raises(DeviceError, match="not a Jetson") as info:
-        TensorRTBackend.for_device("jetson")(path, "jetson")
+        BACKENDS["tensorrt"].backend_class("jetson")(path, "jetson")
     assert "\n" not in str(info.value)
     with pytest.raises(DeviceError, match="not a Jetson"):
         load(path, device="jetson")
     assert "jetson" not in TensorRTBackend.available_devices()
-    assert TensorRTBackend.for_device("jetson").available_devices() == ()
+    assert BACKENDS["tensorrt"].backend_class("jetson").available_devices() == ()
 
 
 # availability and loading here -------------------------------------------------------------------
@@ -355,7 +350,7 @@ def test_available_devices_does_not_raise():
 @pytest.mark.skipif(not _no_gpu_stack(), reason="TensorRT and a GPU are present")
 def test_loading_engine_here_is_a_one_line_error(tmp_path):
     path = tmp_path / "m.engine"
-    path.write_bytes(artifact.pack_engine(b"ENGINE", trt_metadata()))
+    path.write_bytes(engine_container.pack_engine(b"ENGINE", trt_metadata()))
     for kwargs in ({}, {"device": "cuda"}):
         with pytest.raises((MissingDependencyError, DeviceError)) as info:
             load(path, **kwargs)
@@ -374,6 +369,7 @@ def fake_stack(monkeypatch):
         monkeypatch.setattr(backend_module, "cuda_runtime", lambda: cudart)
         monkeypatch.setattr(backend_module, "import_tensorrt", lambda: trt)
         monkeypatch.setattr(jetson_module, "is_jetson", lambda *args: jetson)
+        monkeypatch.setattr(machine, "is_jetson", lambda *args: jetson)
         return cudart, trt
 
     return install
@@ -381,7 +377,7 @@ def fake_stack(monkeypatch):
 
 def write_engine(tmp_path: Path, metadata: ModelMetadata | None = None, engine: bytes = b"FAKE-ENGINE") -> Path:
     path = tmp_path / "m.engine"
-    path.write_bytes(artifact.pack_engine(engine, metadata or trt_metadata(compute_capability="8.9")))
+    path.write_bytes(engine_container.pack_engine(engine, metadata or trt_metadata(compute_capability="8.9")))
     return path
 
 
@@ -476,9 +472,9 @@ def test_fake_stack_dla_engine_needs_jetson_device(fake_stack, tmp_path):
 def test_fake_jetson_zero_copy_and_dla(fake_stack, tmp_path):
     cudart, trt = fake_stack(integrated=True, dla_cores=2, jetson=True)
     assert TensorRTBackend.available_devices() == ("jetson", "cuda")
-    assert TensorRTBackend.for_device("jetson").available_devices() == ("jetson",)
+    assert BACKENDS["tensorrt"].backend_class("jetson").available_devices() == ("jetson",)
     predictor = load(write_engine(tmp_path, trt_metadata(dla_core=1)), device="jetson")
-    assert type(predictor.backend) is TensorRTBackend.for_device("jetson")
+    assert type(predictor.backend) is BACKENDS["tensorrt"].backend_class("jetson")
     assert predictor.backend.name == "tensorrt" and predictor.device == "jetson"
     assert trt.runtimes[-1].DLA_core == 1
     batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
@@ -493,7 +489,7 @@ def test_fake_jetson_zero_copy_and_dla(fake_stack, tmp_path):
 def test_fake_jetson_is_the_preferred_device_on_a_jetson(fake_stack, tmp_path):
     cudart, _ = fake_stack(integrated=True, jetson=True)
     with load(write_engine(tmp_path)) as predictor:
-        assert predictor.device == "jetson" and type(predictor.backend) is TensorRTBackend.for_device("jetson")
+        assert predictor.device == "jetson" and type(predictor.backend) is BACKENDS["tensorrt"].backend_class("jetson")
         batch = np.ones((1, 4, 4, 3), np.float32)
         np.testing.assert_allclose(predictor(batch), expected_logits(batch))
     assert "cudaHostAlloc" in cudart.calls and "cudaMalloc" not in cudart.calls
@@ -564,10 +560,10 @@ def test_fake_builder_writes_engine_with_metadata(fake_builder, tmp_path):
     info = metadata.extra["tensorrt"]
     assert info == {"version": "10.8.0", "gpu": "Fake L4", "compute_capability": "8.9", "precision": "int8",
                     "profile": [1, 2, 4], "dla_core": None, "hardware_compatibility": False,
-                    "source_format": "onnx-int8"}
+                    "source": "ONNX int8 Q/DQ s8s8"}
     assert metadata.extra["quantization"] == "q"
     assert metadata.tools["tensorrt"] == "10.8.0"
-    stored, engine = artifact.unpack_engine(job.output.read_bytes(), "out")
+    stored, engine = engine_container.unpack_engine(job.output.read_bytes(), "out")
     assert stored == metadata and bytes(engine) == b"BUILT-ENGINE"
 
     trt_export.convert(trt_job(tmp_path, timing_cache=str(cache)))
@@ -628,7 +624,7 @@ def _require_tensorrt_gpu() -> None:
 def test_engine_parity_with_keras(tmp_path, precision):
     _require_tensorrt_gpu()
     from resnet_edge.data import load_dataset
-    from resnet_edge.export import export
+    from resnet_edge.exporter import export
     from resnet_edge.models import build_resnet
 
     model = build_resnet("resnet18", (32, 32, 3), num_classes=10)
@@ -640,7 +636,7 @@ def test_engine_parity_with_keras(tmp_path, precision):
     result = export(model, "trt", tmp_path / f"{precision}.engine", calibration=calibration, verify=False,
                     precision=precision, batch="1,4,8", timing_cache=str(tmp_path / "trt.cache"))
     assert (tmp_path / "trt.cache").is_file()
-    metadata = artifact.read_engine(result.path)
+    metadata = engine_container.read_engine(result.path)
     assert metadata.format == "trt" and metadata.precision == precision
     assert metadata.extra["tensorrt"]["profile"] == [1, 4, 8]
 

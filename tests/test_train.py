@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from resnet_edge import artifact
 from resnet_edge.errors import DataError
 from resnet_edge.models import build_resnet
+from resnet_edge.models import io as keras_io
 from resnet_edge.train import freeze_backbone, train
 
 
@@ -23,7 +23,7 @@ def test_training_learns_digits(trained_model, digits) -> None:
 
 
 def test_saved_model_carries_labels_and_preprocessing(trained_model_path) -> None:
-    metadata = artifact.read_keras(trained_model_path)
+    metadata = keras_io.read_keras(trained_model_path)
     assert metadata.labels == tuple(str(i) for i in range(10))
     assert metadata.preprocessing == "scale" and metadata.input_shape == (32, 32, 3)
 

@@ -80,7 +80,7 @@ def test_a_photo_folder_verifies_the_int8_export_never_digits(trained_model_path
 
 @pytest.mark.slow
 def test_without_images_digits_stand_in_and_the_line_says_so(trained_model_path, tmp_path) -> None:
-    from resnet_edge.export import export
+    from resnet_edge.exporter import export
     from resnet_edge.models.io import load_model
 
     model = load_model(trained_model_path)[0]

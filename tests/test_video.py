@@ -20,7 +20,7 @@ pytest.importorskip("tensorflow")
 import resnet_edge  # noqa: E402
 from resnet_edge import video as video_module  # noqa: E402
 from resnet_edge.errors import DataError, InvalidArgumentError  # noqa: E402
-from resnet_edge.runtime.base import Prediction  # noqa: E402
+from resnet_edge.predictor import Prediction  # noqa: E402
 from resnet_edge.video import WARMUP_FRAMES, FrameResult, VideoSource, open_source, run_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .._memo import KeepLast
+from .._memo import PerModel
 from .resnet import logits_model, output_activation_of
 
 
@@ -23,11 +23,11 @@ def model_digest(model) -> str:
     return hashlib.sha256(config + weights_digest(model).encode()).hexdigest()
 
 
-_logits_models = KeepLast()  # the last Keras model cut before its softmax
+_logits_models = PerModel()  # a Keras model cut before its softmax, kept while the model lives
 
 
 def matching_reference(model, activation: str | None):
     """The Keras model whose outputs are like an artifact's: cut before its softmax when the artifact gives logits."""
     if activation != "linear" or output_activation_of(model) != "softmax":
         return model
-    return _logits_models.get((id(model), model_digest(model)), lambda: logits_model(model))
+    return _logits_models.get(model, model_digest(model), lambda: logits_model(model))

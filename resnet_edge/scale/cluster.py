@@ -16,7 +16,7 @@ from types import ModuleType
 from .. import errors
 from .._lazy import lazy_import
 from ..errors import DeviceError, InvalidArgumentError, MissingDependencyError, ResnetEdgeError, first_line
-from ..registry import row_for_file
+from ..registry import backend_for_file
 
 LOOPBACK = "127.0.0.1"
 PROBE_TIMEOUT_S = 5.0
@@ -59,8 +59,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address not in (None, "", "local", "auto") and Path(address).exists():
         raise InvalidArgumentError(f"--ray takes a cluster address, not the path {address!r}; "
                                    "write --ray=ADDRESS, or put --ray after the images")
-    if is_local(address) and "ray" not in sys.modules:
-        os.environ.setdefault(LOCAL_ONLY, "0")
+    if (is_local(address) or _loopback(address)) and "ray" not in sys.modules:
+        os.environ.setdefault(LOCAL_ONLY, "0")  # joining a local Ray by its 127.0.0.1 address needs it too
     ray = import_ray()
     if ray.is_initialized():
         return False
@@ -79,6 +79,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def _loopback(address: str | None) -> bool:
+    """An address on this machine's loopback (``127.0.0.1:6379``, ``localhost:6379``, ``ray://127.0.0.1:10001``)."""
+    text = (os.environ.get("RAY_ADDRESS", "") if address in (None, "", "local") else address) or ""
+    host = text.split("://")[-1].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def quiet_data(ray: ModuleType) -> None:
     """No Ray Data progress bars or per-second status logs: the callers report progress per shard."""
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -94,10 +101,10 @@ def check_loads(artifacts: Sequence[str | os.PathLike[str]], device: str = "auto
     the actors); a device or runtime the driver lacks proves nothing about the workers, so those errors are left
     for them to report (through :func:`worker_errors`).
     """
-    from ..runtime import load
+    from ..predictor import load
 
     for path in artifacts:
-        row = row_for_file(path)
+        row = backend_for_file(path)
         local = "cpu" if device in ("auto", "cpu") and "cpu" in row.devices else device
         try:
             with load(path, device=local, threads=1):
@@ -196,7 +203,7 @@ class WorkerPlan:
 def uses_gpu(artifact: str | os.PathLike[str], device: str, gpus: float, cpus: float = 1) -> bool:
     """Whether the model actors of ``artifact`` take a GPU: ``device`` names one, or is ``auto`` with a GPU in
     the cluster and a backend that runs on it. A device the cluster or the backend lacks is a one-line error."""
-    row = row_for_file(artifact)
+    row = backend_for_file(artifact)
     runs_on_gpu = any(d in GPU_DEVICES for d in row.devices)
     wanted = device in GPU_DEVICES or (device == "auto" and gpus >= 1 and runs_on_gpu)
     if wanted and gpus < 1:

@@ -43,7 +43,7 @@ class ParityActor:
 
     def __init__(self, model: str, artifacts: list[str], device: str, threads: int, batch_size: int) -> None:
         from ..parity import Comparison
-        from ..runtime import load
+        from ..predictor import load
 
         self.reference = load(model, device="cpu", threads=threads)
         self.candidates = [load(path, device=device, threads=threads) for path in artifacts]
@@ -150,7 +150,7 @@ def _reports(model: Path, artifacts: list[Path], paths: list[str], batch_size: i
 def _diagnose_locally(report: ParityReport, model: Path, artifact: Path, paths: list[str], kept: list[int]) -> None:
     """A failed candidate's worst layers, on the first readable images, as the in-process check names them."""
     from ..parity import Comparison, diagnose
-    from ..runtime import load
+    from ..predictor import load
 
     with load(model, device="cpu") as reference, load(artifact) as candidate:
         keras_model = Comparison(reference, candidate).keras_model

@@ -21,7 +21,7 @@ from typing import Any
 from ..atomic import atomic_path
 from ..errors import DataError, InvalidArgumentError, first_line
 from ..metadata import sha256_file
-from ..registry import row_for_file
+from ..registry import backend_for_file
 from .cluster import WorkerPlan, check_loads, import_ray, plan_workers, quiet_data, session, worker_errors
 from .sources import image_paths
 
@@ -65,7 +65,7 @@ class ScoreActor:
     """One Predictor per actor (threads pinned by the plan); a batch of paths in, one row per path out."""
 
     def __init__(self, artifact: str, device: str, threads: int, top_k: int, batch_size: int) -> None:
-        from ..runtime import load
+        from ..predictor import load
 
         self.predictor = load(artifact, device=device, threads=threads)
         self.top_k, self.batch_size = top_k, batch_size
@@ -185,7 +185,7 @@ def score(
     artifact = Path(artifact)
     if min(top_k, batch_size, shard_size, task_rows) < 1:
         raise InvalidArgumentError("top-k, batch size, shard size and task rows must be at least 1")
-    row_for_file(artifact)
+    backend_for_file(artifact)
     if not artifact.is_file():
         raise InvalidArgumentError(f"{artifact}: no such model file")
     started = time.perf_counter()

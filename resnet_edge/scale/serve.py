@@ -31,7 +31,7 @@ import numpy as np
 
 from .._lazy import lazy_import
 from ..errors import DataError, DeviceError, InvalidArgumentError, ResnetEdgeError, first_line
-from ..registry import DEVICES, row_for_file
+from ..registry import backend_for_file, devices
 from .cluster import LOOPBACK, connect, import_ray, is_local, uses_gpu
 
 APP_NAME = "resnet-edge"
@@ -83,7 +83,7 @@ class ModelReplica:
     def __init__(self, options: ServeOptions) -> None:
         from ray import serve
 
-        from ..runtime import load
+        from ..predictor import load
 
         self.options = options
         self.predictor = load(options.artifact, device=options.device, threads=options.threads)
@@ -192,7 +192,7 @@ def _check_options(artifact: str | Path, replicas: int, max_batch: int, batch_wa
                    device: str, max_body_bytes: int, max_pixels: int) -> Path:
     path = Path(artifact)
     try:
-        row_for_file(path)
+        backend_for_file(path)
     except ResnetEdgeError as exc:
         raise InvalidArgumentError(str(exc)) from None
     if not path.is_file():
@@ -201,7 +201,7 @@ def _check_options(artifact: str | Path, replicas: int, max_batch: int, batch_wa
               (max_batch >= 1, "max batch must be at least 1"),
               (batch_wait_ms >= 0, "batch wait must be 0 ms or more"),
               (1 <= top_k <= MAX_TOP_K, f"top-k must be from 1 to {MAX_TOP_K}"),
-              (device in DEVICES, f"unknown device {device!r}; valid: {', '.join(DEVICES)}"),
+              (device in devices(), f"unknown device {device!r}; valid: {', '.join(devices())}"),
               (max_body_bytes >= 1, "max body size must be at least 1 byte"),
               (max_pixels >= 1, "max pixels must be at least 1")]
     for ok, message in checks:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError
-from ..runtime.base import expand_input
+from ..predictor import expand_input
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 PATH_COLUMN = "path"
