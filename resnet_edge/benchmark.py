@@ -105,6 +105,8 @@ class _Context:
     min_time_s: float
     say: Progress
     time_failed: bool = True
+    end_to_end: bool = False
+    frame: tuple[int, int] | None = None
     stack: ExitStack = field(default_factory=ExitStack)
     to_time: dict[str, tuple[FormatRow, Any]] = field(default_factory=dict)
 
@@ -372,4 +374,86 @@ def benchmark_artifact(
         return results
 
 
-__all__ = ["COLUMNS", "FormatRow", "benchmark_artifact", "format_table", "rows_to_dict", "run_all", "unavailable"]
+def artifact_labels(paths: Sequence[Path]) -> list[str]:
+    """Each artifact's row label: its file name, or the path as given where two files share a name."""
+    names = [path.name for path in paths]
+    return [str(path) if names.count(path.name) > 1 else path.name for path in paths]
+
+
+def _artifact_row(path: Path, label: str, ctx: _Context, backend: str | None) -> FormatRow:
+    """Load one artifact and keep it loaded for the interleaved run; a load failure becomes its row's status."""
+    from .predictor import load
+    from .registry import companions_of
+
+    files = [path, *(c for c in companions_of(path) if c.is_file())]
+    row = FormatRow(label, "ok", size_mb=sum(f.stat().st_size for f in files) / 1e6, path=str(path),
+                    batch_size=ctx.batch_size, threads=ctx.threads)
+    try:
+        predictor = ctx.stack.enter_context(load(path, device=ctx.device, backend=backend, threads=ctx.threads))
+    except MissingDependencyError as exc:
+        row.status = f"skipped: {first_line(exc)}"
+        ctx.say(f"{label}: {row.status}")
+        return row
+    except Exception as exc:
+        row.status = f"failed: {_failure(exc)}"
+        ctx.say(f"{label}: {row.status}")
+        return row
+    metadata = predictor.metadata
+    row.precision = getattr(metadata, "precision", None)
+    ctx.say(f"{label}: {predictor.backend.name} on {predictor.device}")
+    ctx.time_later(row, Candidate(predictor, ctx.end_to_end, ctx.frame))
+    return row
+
+
+def benchmark_artifacts(
+    paths: Sequence[str | os.PathLike[str]],
+    device: str = "auto",
+    batch_size: int = 1,
+    threads: int | None = None,
+    warmup: int = 10,
+    min_time_s: float = 5.0,
+    end_to_end: bool = False,
+    frame: tuple[int, int] | None = None,
+    backend: str | None = None,
+    progress: Progress | None = None,
+) -> list[FormatRow]:
+    """``resnet-edge benchmark A B C``: several artifacts timed together, one row each, labelled by file name.
+
+    Every artifact is loaded first with the same ``threads`` (default: every usable core), then all are timed in
+    one interleaved run (``latency.measure_together``), each on its own fixed random input of its own size and
+    dtype (``end_to_end``: ``predict`` on uint8 frames; ``frame`` (height, width): on camera frames of that size),
+    so their p50s, noise figures and FPS come from the same minutes of the machine's life. Speed-up is the
+    first artifact's p50 over each row's. An artifact that cannot load (or fails while timed) gets a ``failed:``
+    (or ``skipped:``) row and the others are still timed; a missing file is an error before anything loads.
+    """
+    from .errors import InvalidArgumentError
+    from .registry import backend_for_file
+
+    files = [Path(p) for p in paths]
+    if not files:
+        raise InvalidArgumentError("give at least one artifact to benchmark")
+    seen: set[Path] = set()
+    for path in files:
+        backend_for_file(path)  # an unknown suffix is a one-line error here, before anything loads
+        if not path.is_file():
+            raise InvalidArgumentError(f"{path}: no such file")
+        if path.resolve() in seen:
+            raise InvalidArgumentError(f"{path} is given twice; each artifact is timed once")
+        seen.add(path.resolve())
+    say = progress or (lambda message: None)
+    threads = threads or usable_cores()
+    ctx = _Context(files[0], files[0].parent, None, None, None, None, device, threads, batch_size, warmup,
+                   min_time_s, say, end_to_end=end_to_end, frame=frame)
+    with ctx.stack:
+        rows = [_artifact_row(path, label, ctx, backend) for path, label in zip(files, artifact_labels(files),
+                                                                                 strict=True)]
+        _time_together(ctx)
+    first = rows[0].p50_ms
+    for row in rows:
+        if first and row.p50_ms:
+            row.speedup = first / row.p50_ms
+    return rows
+
+
+__all__ = ["COLUMNS", "FormatRow", "artifact_labels", "benchmark_artifact", "benchmark_artifacts", "format_table",
+           "rows_to_dict", "run_all", "unavailable"]

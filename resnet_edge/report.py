@@ -27,7 +27,7 @@ from .cpu import usable_cores
 from .errors import MissingDependencyError
 from .latency import NOISY_CV
 from .metadata import tool_versions
-from .registry import BACKENDS
+from .registry import BACKENDS, REFERENCE
 
 Row = FormatRow | Mapping[str, Any]
 
@@ -150,7 +150,10 @@ def _markdown(title: str, rows: list[dict[str, Any]], machine: Mapping[str, Any]
     batch = rows[0].get("batch_size", 1) if rows else 1
     threads = rows[0].get("threads") if rows else None
     setup = f"Batch size {batch}" + (f", {threads} thread(s) per runtime" if threads else "")
-    parts = [f"# {title}", "", f"{setup}; speed-up is the Keras p50 over the format's p50. {LEGEND}", ""]
+    first = str(rows[0].get("format")) if rows else REFERENCE
+    baseline = ("the Keras p50 over the format's p50" if first == REFERENCE
+                else f"the p50 of {first} (the first row) over each row's p50")
+    parts = [f"# {title}", "", f"{setup}; speed-up is {baseline}. {LEGEND}", ""]
     parts += [f"- **{key.replace('_', ' ')}**: {_fact(value)}" for key, value in (extra or {}).items()]
     parts += ["", markdown_table(rows), ""] if extra else [markdown_table(rows), ""]
     if chart:
@@ -273,5 +276,18 @@ def benchmark_formats(model: str | os.PathLike[str], out_dir: str | os.PathLike[
 
     rows = run_all(model, out_dir, **options)
     written = write_reports(rows, out_dir, f"{Path(model).name}: formats on this machine", machine_description(),
+                            command)
+    return rows, written
+
+
+def benchmark_files(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
+                    command: str | None = None, **options: Any) -> tuple[list[Any], dict[str, Path]]:
+    """``resnet-edge benchmark A B ...``: the artifacts timed together (``benchmark.benchmark_artifacts``;
+    ``options`` are its own), one table written as its receipt (JSON, CSV, Markdown, PNG) into ``out_dir``."""
+    from .benchmark import benchmark_artifacts
+
+    rows = benchmark_artifacts(paths, **options)
+    names = ", ".join(row.format for row in rows) if len(rows) <= 3 else f"{len(rows)} artifacts"
+    written = write_reports(rows, out_dir, f"{names}: timed together on this machine", machine_description(),
                             command)
     return rows, written

@@ -12,6 +12,7 @@ results never lag behind the camera, and the frames skipped that way are counted
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -47,13 +48,30 @@ MAX_CAMERA_INDEX = 2**31 - 1  # OpenCV takes a C int
 @dataclass(frozen=True)
 class FrameResult:
     """One classified frame: its index in the stream (gaps are dropped frames), top-k prediction,
-    smoothed FPS, model latency and capture-to-result latency."""
+    smoothed FPS, model latency and capture-to-result latency.
+
+    ``captured_at`` is when the frame was read (Unix time, seconds); ``video_time_s`` its position in a file
+    (index / the file's FPS; None for a camera or stream, or when the file does not say its FPS); ``frame`` the
+    BGR frame as decoded (to draw on; not in ``to_dict``).
+    """
 
     index: int
     prediction: Prediction
     fps: float
     latency_ms: float
     capture_latency_ms: float = 0.0
+    captured_at: float = 0.0
+    video_time_s: float | None = None
+    frame: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """One JSON Lines record: index, capture timestamp, capture-to-result latency and the top-k."""
+        return {"index": self.index, "timestamp": round(self.captured_at, 6),
+                "video_time_s": None if self.video_time_s is None else round(self.video_time_s, 6),
+                "capture_to_result_ms": round(self.capture_latency_ms, 3), "model_ms": round(self.latency_ms, 3),
+                "fps": round(self.fps, 2), "labels": list(self.prediction.labels),
+                "indices": [int(i) for i in self.prediction.indices],
+                "scores": [float(s) for s in self.prediction.scores]}
 
 
 @dataclass
@@ -62,7 +80,8 @@ class VideoSummary:
 
     ``steady_fps`` leaves out the first ``WARMUP_FRAMES`` results (``mean_fps`` when there are too few);
     ``dropped`` counts frames a live source skipped to stay current; ``latency_p50_ms`` is the median
-    capture-to-result time; ``overlapped`` says whether capture and preprocessing ran beside the model.
+    capture-to-result time; ``overlapped`` says whether capture and preprocessing ran beside the model;
+    ``saved_video`` is the annotated clip written (``save_video``), if any.
     """
 
     frames: int = 0
@@ -74,6 +93,7 @@ class VideoSummary:
     steady_fps: float = 0.0
     latency_p50_ms: float = 0.0
     overlapped: bool = False
+    saved_video: str | None = None
 
 
 def is_live(name: str) -> bool:
@@ -198,15 +218,177 @@ def open_source(source: str | int | os.PathLike[str]) -> VideoSource:
     return VideoSource(capture, name, frame)
 
 
+# annotated clip -----------------------------------------------------------------------------
+
+CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+DEFAULT_WRITE_FPS = 30.0  # for a source that does not say its frame rate (some cameras and streams)
+WRITE_QUEUE_SIZE = 4  # annotated frames waiting for the encoder
+
+
+def video_codec(path: str | os.PathLike[str]) -> str:
+    """The FourCC OpenCV writes ``path``'s container with; a one-line error for a suffix it cannot write."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in CODECS:
+        raise InvalidArgumentError(f"cannot write a video to {Path(path).name}: give a file ending in "
+                                   f"{', '.join(CODECS)}")
+    return CODECS[suffix]
+
+
+def annotate(frame: np.ndarray, result: FrameResult) -> np.ndarray:
+    """A copy of ``frame`` (BGR) with the top label and its score, and the FPS, written in its top-left corner:
+    white on a dark outline, sized to the frame's height."""
+    cv2 = lazy_import("cv2", extra="video")
+    image = np.ascontiguousarray(frame).copy()
+    scale = max(0.35, image.shape[0] / 720)
+    thickness = max(1, round(scale * 2))
+    prediction = result.prediction
+    lines = (f"{prediction.labels[0]} {prediction.scores[0]:.2f}", f"{result.fps:.1f} FPS")
+    for row, text in enumerate(lines, 1):
+        origin = (max(2, round(10 * scale)), round(row * 30 * scale))
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return image
+
+
+class AnnotatedWriter:
+    """Writes classified frames, each annotated (``annotate``), to a video file that appears whole or not at all.
+
+    The file is opened at the first frame (its size decides the clip's) as a temporary sibling
+    (``atomic.atomic_path``) and moved into place by ``close(keep=True)``; ``close(keep=False)`` removes it.
+    Drawing and encoding run in a thread beside the model (OpenCV releases the GIL), at most
+    ``WRITE_QUEUE_SIZE`` frames behind; an encoder error is raised by the next ``write`` or by ``close``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+        self.path, self.fps, self.frames = Path(path), float(fps), 0
+        self._codec = video_codec(self.path)
+        self._stack: Any = None
+        self._writer: Any = None
+        self._queue: deque[FrameResult | None] = deque()
+        self._ready = threading.Condition()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _open(self, frame: np.ndarray) -> None:
+        from contextlib import ExitStack
+
+        from .atomic import atomic_path
+
+        cv2 = lazy_import("cv2", extra="video")
+        self._stack = ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        height, width = frame.shape[:2]
+        with quiet():
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*self._codec), self.fps, (width, height))
+        if not writer.isOpened():
+            self._discard()
+            raise DataError(f"cannot write {self.path}: OpenCV has no {self._codec} encoder for {self.path.suffix}")
+        self._writer = writer
+        self._thread = threading.Thread(target=self._encode, name="video-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, result: FrameResult) -> None:
+        """Queue one classified frame (waits while ``WRITE_QUEUE_SIZE`` are already waiting)."""
+        if result.frame is None:
+            raise InvalidArgumentError("a FrameResult without its frame cannot be written")
+        if self._writer is None:
+            self._open(result.frame)
+        with self._ready:
+            while len(self._queue) >= WRITE_QUEUE_SIZE and self._error is None:
+                self._ready.wait(_POLL_S)
+            if self._error is not None:
+                raise DataError(f"cannot write {self.path}: {first_line(self._error)}")
+            self._queue.append(result)
+            self._ready.notify_all()
+
+    def _encode(self) -> None:
+        try:
+            while True:
+                with self._ready:
+                    while not self._queue:
+                        self._ready.wait(_POLL_S)
+                    result = self._queue.popleft()
+                    self._ready.notify_all()
+                if result is None:
+                    return
+                self._writer.write(annotate(result.frame, result))
+                self.frames += 1
+        except BaseException as exc:  # raised in the calling thread by write() or close()
+            with self._ready:
+                self._error = exc
+                self._ready.notify_all()
+
+    def close(self, keep: bool = True) -> Path | None:
+        """Finish: with ``keep``, every queued frame is written and the clip moved into place (its path is
+        returned; None when no frame came); otherwise the temporary file is removed."""
+        if self._writer is None:
+            return None
+        with self._ready:
+            if not keep:
+                self._queue.clear()
+            self._queue.append(None)
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self._writer.release()
+        self._writer = None
+        if not keep or self._error is not None:
+            self._discard()
+            if keep:
+                raise DataError(f"cannot write {self.path}: {first_line(self._error)}")
+            return None
+        self._stack.close()
+        return self.path
+
+    def _discard(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.__exit__(DataError, DataError("discarded"), None)
+
+
+class JsonLines:
+    """Per-frame results as JSON Lines (``FrameResult.to_dict``), one line per frame written and flushed as it
+    comes, so a run killed half-way leaves whole lines; ``"-"`` writes to stdout. Use as ``on_frame``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self.lines = 0
+        if self.path == "-":
+            self._handle, self._owned = sys.stdout, False
+            return
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._handle, self._owned = open(self.path, "w", encoding="utf-8"), True  # noqa: SIM115
+        except OSError as exc:
+            raise DataError(f"cannot write {self.path}: {exc.strerror or first_line(exc)}") from None
+
+    def __call__(self, result: FrameResult) -> None:
+        self._handle.write(json.dumps(result.to_dict()) + "\n")
+        self._handle.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        if self._owned and not self._handle.closed:
+            self._handle.close()
+
+    def __enter__(self) -> JsonLines:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 # pipeline -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Item:
-    """A frame (or its input batch) on its way through the stages, with its index and capture time."""
+    """A frame (or its input batch, with the frame it came from) on its way through the stages, with its index
+    and capture time."""
 
     index: int
     captured: float
     data: np.ndarray
+    frame: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -301,7 +483,8 @@ def _preprocess(predictor: Predictor, inbox: _Channel, out: _Channel) -> None:
             if not isinstance(item, _Item):
                 out.finish(item)
                 return
-            if not out.put(_Item(item.index, item.captured, predictor.prepare(item.data, color="bgr"))):
+            prepared = predictor.prepare(item.data, color="bgr")
+            if not out.put(_Item(item.index, item.captured, prepared, item.data)):
                 return
     except BaseException as exc:  # carried to the calling thread
         out.finish(_Failure(exc))
@@ -312,7 +495,7 @@ def _prepared_inline(video: VideoSource, predictor: Predictor) -> Iterator[_Item
     index = 0
     while (frame := video.read()) is not None:
         captured = time.perf_counter()
-        yield _Item(index, captured, predictor.prepare(frame, color="bgr"))
+        yield _Item(index, captured, predictor.prepare(frame, color="bgr"), frame)
         index += 1
 
 
@@ -350,6 +533,7 @@ def run_video(
     on_frame: Callable[[FrameResult], None] | None = None,
     live: bool | None = None,
     overlap: bool | None = None,
+    save_video: str | os.PathLike[str] | None = None,
 ) -> VideoSummary:
     """Classify a stream until it ends, ``max_frames`` results are made or Ctrl-C is pressed.
 
@@ -365,10 +549,19 @@ def run_video(
     ResNet-50 ran 8 % slower overlapped than serial (``benchmarks/camera.py``).
     ``FrameResult.fps`` is a moving average of result-to-result time that drops the first (warm-up)
     result once a second arrives, averages the next ten and then weighs recent results by 0.1.
+    ``save_video`` (``.mp4``, ``.avi``, …) writes every classified frame with its top label, score and FPS drawn
+    on it, at the source's frame rate, into a temporary file moved into place when the run ends (also after
+    Ctrl-C; removed if the run fails): see ``AnnotatedWriter``.
     """
     if max_frames is not None and max_frames < 0:
         raise InvalidArgumentError("max frames must be zero or more")
+    if save_video is not None:
+        video_codec(save_video)
     video = source if isinstance(source, VideoSource) else open_source(source)
+    source_fps = video.fps
+    writer = None if save_video is None else AnnotatedWriter(save_video, source_fps if source_fps > 0 else
+                                                             DEFAULT_WRITE_FPS)
+    position_fps = source_fps if source_fps > 0 and not video.live else None
     latest = video.live if live is None else live
     overlapped = (latest or spare_core(predictor)) if overlap is None else overlap
     stop = threading.Event()
@@ -399,13 +592,21 @@ def run_video(
             counts[prediction.labels[0]] += 1
             done_at.append(now)
             delays.append((now - item.captured) * 1000.0)
+            result = FrameResult(item.index, prediction, 1.0 / max(frame_time, 1e-9), (now - began) * 1000.0,
+                                 delays[-1], time.time() - (now - item.captured),
+                                 None if position_fps is None else item.index / position_fps, item.frame)
+            if writer is not None:
+                writer.write(result)
             if on_frame is not None:
-                on_frame(FrameResult(item.index, prediction, 1.0 / max(frame_time, 1e-9),
-                                     (now - began) * 1000.0, delays[-1]))
+                on_frame(result)
             if max_frames is not None and summary.frames >= max_frames:
                 break
     except KeyboardInterrupt:
         summary.interrupted = True
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
     finally:
         _stop(stages, stop, (frames, batches), video)
         summary.seconds = time.perf_counter() - start
@@ -415,6 +616,9 @@ def run_video(
         summary.dropped = frames.dropped + batches.dropped
         summary.overlapped = overlapped
         summary.label_counts = dict(counts.most_common())
+    if writer is not None:
+        saved = writer.close(keep=True)
+        summary.saved_video = None if saved is None else str(saved)
     return summary
 
 
@@ -435,19 +639,24 @@ def _stop(stages: list[threading.Thread], stop: threading.Event, channels: tuple
         video.close()
 
 
-__all__ = ["WARMUP_FRAMES", "FrameResult", "VideoSource", "VideoSummary", "is_live", "open_source", "run_video"]
+__all__ = ["WARMUP_FRAMES", "AnnotatedWriter", "FrameResult", "JsonLines", "VideoSource", "VideoSummary", "annotate",
+           "is_live", "open_source", "run_video", "run_video_file", "video_codec"]
 
 
 def run_video_file(
     artifact: str | os.PathLike[str], source: str | int | os.PathLike[str], *, device: str = "auto",
     backend: str | None = None, threads: int | None = None, top_k: int = 1, max_frames: int | None = None,
     live: bool | None = None, on_frame: Callable[[FrameResult], None] | None = None,
-    opened: Callable[[Predictor], None] | None = None,
+    opened: Callable[[Predictor], None] | None = None, save_video: str | os.PathLike[str] | None = None,
 ) -> VideoSummary:
     """``resnet-edge predict --source``: load an artifact and classify a stream with it (see ``run_video``)."""
     from .predictor import load
 
+    if save_video is not None:
+        video_codec(save_video)  # a suffix OpenCV cannot write is refused before the model loads
+
     with load(artifact, device=device, backend=backend, threads=threads) as predictor:
         if opened is not None:
             opened(predictor)
-        return run_video(predictor, source, top_k=top_k, max_frames=max_frames, on_frame=on_frame, live=live)
+        return run_video(predictor, source, top_k=top_k, max_frames=max_frames, on_frame=on_frame, live=live,
+                         save_video=save_video)

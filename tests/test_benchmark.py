@@ -3,8 +3,10 @@ noise and FPS from the p50."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -300,3 +302,118 @@ def test_latency_only_run_has_no_parity(tiny_model: Path, tmp_path: Path) -> Non
     rows = run_all(tiny_model, tmp_path, formats=[], min_time_s=0.02, warmup=1, calib_count=20, parity_count=0)
     assert [(r.format, r.status) for r in rows] == [("keras", "ok")]
     assert rows[0].top1_agreement is None and rows[0].parity is None and rows[0].p50_ms > 0
+
+
+# several artifacts, one benchmark: loaded with the same threads, timed together, one table and its receipts -------
+
+class _Sized(_EchoBackend):
+    """An echo backend whose input size comes from its file name (``a16.onnx`` takes 16x16) and that records
+    every call in a shared list, so the order of the calls shows whether the artifacts were interleaved."""
+
+    order: ClassVar[list[str]] = []
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None) -> None:
+        super().__init__(path, device, threads)
+        side = int("".join(ch for ch in path.stem if ch.isdigit()) or 8)
+        self.input_spec = InputSpec(side, side, 3, "float32")
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        assert batch.shape[1:3] == self.input_spec.size  # each artifact gets an input of its own size
+        self.order.append(self.path.name)
+        return super().run(batch)
+
+
+@pytest.fixture
+def fake_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Path], list[tuple[str, int]]]:
+    """Three files with runtime suffixes that ``load`` turns into echo predictors (``broken.tflite`` fails to load),
+    and the list of (name, threads) ``load`` was called with."""
+    import resnet_edge.predictor as predictor_module
+
+    paths = [tmp_path / "a8.onnx", tmp_path / "b16.tflite", tmp_path / "broken.tflite"]
+    for index, path in enumerate(paths):
+        path.write_bytes(b"x" * 1000 * (index + 1))
+    loaded: list[tuple[str, int | None]] = []
+
+    def fake_load(path, device="auto", backend=None, threads=None):
+        path = Path(path)
+        loaded.append((path.name, threads))
+        if path.stem == "broken":
+            raise RuntimeError("not a model\nsecond line")
+        return Predictor(_Sized(path, threads=threads))
+
+    monkeypatch.setattr(predictor_module, "load", fake_load)
+    _Sized.order.clear()
+    return paths, loaded
+
+
+def test_several_artifacts_are_timed_together_in_one_table(fake_artifacts, tmp_path: Path) -> None:
+    from resnet_edge.report import benchmark_files
+
+    paths, loaded = fake_artifacts
+    rows, written = benchmark_files(paths, tmp_path / "receipts", command="resnet-edge benchmark ...",
+                                    threads=3, warmup=0, min_time_s=0.0)
+    assert [(r.format, r.status) for r in rows] == [("a8.onnx", "ok"), ("b16.tflite", "ok"),
+                                                    ("broken.tflite", "failed: RuntimeError: not a model")]
+    assert loaded == [("a8.onnx", 3), ("b16.tflite", 3), ("broken.tflite", 3)]  # the same threads
+    switches = sum(1 for x, y in itertools.pairwise(_Sized.order) if x != y)
+    assert switches >= ROUNDS, "the artifacts must take turns (interleaved rounds), not run one after the other"
+    for row in rows[:2]:
+        assert row.threads == 3 and row.batch_size == 1 and row.path and row.size_mb > 0
+        assert row.latency["interleaved"] and row.latency["rounds"] == ROUNDS
+        assert row.fps == pytest.approx(1000.0 / row.p50_ms)  # FPS from the p50, not the mean
+        assert row.noisy == (row.noise_ms > NOISY_CV * row.p50_ms)
+    assert rows[0].speedup == 1.0 and rows[1].speedup == pytest.approx(rows[0].p50_ms / rows[1].p50_ms)
+    assert rows[2].p50_ms is None and rows[2].speedup is None
+    assert sorted(written) >= ["csv", "json", "md"] and all(path.is_file() for path in written.values())
+    document = __import__("json").loads(written["json"].read_text())
+    assert [row["format"] for row in document["rows"]] == ["a8.onnx", "b16.tflite", "broken.tflite"]
+    assert "speed-up is the p50 of a8.onnx (the first row)" in written["md"].read_text()
+
+
+def test_artifacts_with_the_same_name_are_labelled_by_path(tmp_path: Path) -> None:
+    from resnet_edge.benchmark import artifact_labels
+
+    paths = [tmp_path / "x" / "model.onnx", tmp_path / "y" / "model.onnx", tmp_path / "model.tflite"]
+    assert artifact_labels(paths) == [str(paths[0]), str(paths[1]), "model.tflite"]
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ([], "give at least one artifact"),
+    (["a8.onnx", "a8.onnx"], "a8.onnx is given twice"),
+    (["a8.onnx", "missing.onnx"], "missing.onnx: no such file"),
+    (["a8.onnx", "notes.txt"], "notes.txt"),
+])
+def test_several_artifacts_refuse_bad_lists_before_loading(fake_artifacts, given: list[str], message: str) -> None:
+    from resnet_edge.benchmark import benchmark_artifacts
+    from resnet_edge.errors import ResnetEdgeError
+
+    paths, loaded = fake_artifacts
+    folder = paths[0].parent
+    (folder / "notes.txt").write_text("no model")
+    with pytest.raises(ResnetEdgeError, match=message):
+        benchmark_artifacts([folder / name for name in given], min_time_s=0.0, warmup=0)
+    assert loaded == []
+
+
+@pytest.mark.slow
+def test_two_real_artifacts_benchmarked_together_from_the_cli(artifacts, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    paths = [artifacts["onnx"], artifacts["tflite-int8"]]
+    done = subprocess.run([sys.executable, "-m", "resnet_edge.cli", "benchmark", *map(str, paths), "--threads", "1",
+                           "--min-time-s", "0.1", "--warmup", "1", "--out", str(tmp_path / "bench"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    rows = answer["rows"]
+    assert [(r["format"], r["status"], r["precision"]) for r in rows] == [(paths[0].name, "ok", "fp32"),
+                                                                         (paths[1].name, "ok", "int8")]
+    for row in rows:
+        assert row["threads"] == 1 and row["latency"]["interleaved"] and row["p50_ms"] > 0
+        assert row["fps"] == pytest.approx(1000.0 / row["p50_ms"])
+    assert {"json", "csv", "md"} <= set(answer["reports"]) and all(Path(p).is_file() for p in answer["reports"].values())
+    table = subprocess.run([sys.executable, "-m", "resnet_edge.cli", "benchmark", str(paths[0]), str(paths[1]),
+                            "--all"], capture_output=True, text=True, timeout=120)
+    assert table.returncode == 2 and "--all takes one Keras model" in table.stderr

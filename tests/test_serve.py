@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import io
 import json
+import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -91,6 +94,102 @@ def test_decode_image_refuses_too_many_pixels_before_decoding() -> None:
     assert decode_image(encode(_photo(20, 30)), max_pixels=600).shape == (20, 30, 3)
 
 
+# Uploads: raw bytes, multipart/form-data and base64 JSON all come down to the image's bytes ------------------------
+
+IMAGE = bytes(range(256)) * 4 + b"\r\n--not-the-boundary\r\n"  # bytes any byte-level parser could trip on
+
+
+def multipart(files: dict, data: dict | None = None) -> tuple[bytes, str]:
+    """(body, Content-Type) as the ``requests`` client encodes a form upload (what ``curl -F`` sends)."""
+    import requests
+
+    prepared = requests.Request("POST", "http://host/predict", files=files, data=data or {}).prepare()
+    return prepared.body, prepared.headers["Content-Type"]
+
+
+def as_json(value: str) -> bytes:
+    return json.dumps({"image": value}).encode()
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (IMAGE, None),
+    (IMAGE, "application/x-www-form-urlencoded"),  # curl --data-binary's default header: still the raw body
+    (IMAGE, "image/png"),
+    multipart({"file": ("photo.png", IMAGE, "image/png")}),
+    multipart({"file": ("photo.png", IMAGE, "image/png")}, {"top_k": "3", "note": "a field before it"}),
+    multipart({"upload": ("photo.png", IMAGE, "application/octet-stream")}, {"note": "x"}),  # the part with a file name
+    multipart({"image": ("", IMAGE)}),
+    (as_json(base64.b64encode(IMAGE).decode()), "application/json"),
+    (as_json(base64.b64encode(IMAGE).decode()), None),  # a JSON body without its header
+    (as_json("data:image/png;base64," + base64.b64encode(IMAGE).decode()), "application/json; charset=utf-8"),
+    (as_json(base64.urlsafe_b64encode(IMAGE).decode().rstrip("=")), "application/json"),  # URL-safe, unpadded
+    (as_json(base64.encodebytes(IMAGE).decode()), "application/json"),  # wrapped over lines
+])
+def test_any_accepted_upload_gives_the_image_bytes(body: bytes, content_type: str | None) -> None:
+    from resnet_edge.scale.serve import image_bytes
+
+    assert image_bytes(body, content_type) == IMAGE
+
+
+@pytest.mark.parametrize(("body", "content_type", "message"), [
+    (b"x", "multipart/form-data", "without a boundary"),
+    (b"--b\r\nContent-Disposition: form-data; name=file\r\n\r\nxx", "multipart/form-data; boundary=b",
+     "no closing boundary"),
+    (multipart({"file": ("a.png", IMAGE)})[0], "multipart/form-data; boundary=other", "no closing boundary"),
+    (b"--b\r\nno blank line--b--", "multipart/form-data; boundary=b", "no blank line"),
+    (b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--b\r\nContent-Disposition: form-data; "
+     b'name="b"\r\n\r\n2\r\n--b--\r\n', "multipart/form-data; boundary=b", "no file field (fields: a, b)"),
+    (b'{"image": ', "application/json", "body is not valid JSON"),
+    (b'{"picture": "AAAA"}', "application/json", 'no "image" string'),
+    (b'["AAAA"]', "application/json", 'no "image" string'),
+    (b'{"image": "not base64!"}', "application/json", '"image" is not valid base64'),
+    (b'{"image": "data:image/png,AAAA"}', "application/json", "a data: URL must hold base64"),
+])
+def test_malformed_uploads_are_refused_in_one_line(body: bytes, content_type: str | None, message: str) -> None:
+    from resnet_edge.scale.serve import RequestError, image_bytes
+
+    with pytest.raises(RequestError, match=re.escape(message)) as caught:
+        image_bytes(body, content_type)
+    assert caught.value.status == 400 and "\n" not in str(caught.value)
+
+
+def scrape(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text parsed by the reference parser: {(sample name, sorted labels): value}."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in parser.text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_add_up_across_replicas_and_render_as_prometheus_text() -> None:
+    from resnet_edge.scale.serve import Metrics
+
+    replicas = [Metrics(replicas={"one"}), Metrics(replicas={"two"})]
+    for metrics in replicas:
+        metrics.request("/predict", 200, 0.004)
+        metrics.request("/predict", 413, 0.0005)
+        metrics.request("other", 404, 0.0001)
+        metrics.batch(3)
+    replicas[0].batch(1)
+    total = Metrics()
+    for metrics in replicas:
+        total.add(metrics.take())
+        assert not metrics.requests and not metrics.batch_sizes  # a delta is handed over once
+    samples = scrape(total.render())
+    predict = (("route", "/predict"),)
+    assert samples["resnet_edge_requests_total", (*predict, ("status", "200"))] == 2
+    assert samples["resnet_edge_errors_total", (*predict, ("status", "413"))] == 2
+    assert ("resnet_edge_errors_total", (*predict, ("status", "200"))) not in samples
+    assert samples["resnet_edge_errors_total", (("route", "other"), ("status", "404"))] == 2
+    assert samples["resnet_edge_request_duration_seconds_bucket", (("le", "0.001"), *predict)] == 2
+    assert samples["resnet_edge_request_duration_seconds_bucket", (("le", "+Inf"), *predict)] == 4
+    assert samples["resnet_edge_request_duration_seconds_sum", predict] == pytest.approx(0.009)
+    assert samples["resnet_edge_request_latency_seconds", (("quantile", "0.99"), *predict)] == pytest.approx(0.004,
+                                                                                                             rel=0.02)
+    assert samples["resnet_edge_batch_size_bucket", (("le", "2.0"),)] == 1
+    assert samples["resnet_edge_batch_size_count", ()] == 3 and samples["resnet_edge_batch_size_sum", ()] == 7
+    assert samples["resnet_edge_replicas", ()] == 2
+
+
 # Argument checks: one-line errors before Ray is touched ----------------------------------------------------------
 
 @pytest.fixture
@@ -150,7 +249,8 @@ def test_importing_serve_does_not_import_ray() -> None:
 
 # The request handler in-process: routes, limits, and a failing model answered with 500 ---------------------------
 
-def _request(method: str, path: str, body: bytes = b"", query: str = "", length: bool = True):
+def _request(method: str, path: str, body: bytes = b"", query: str = "", length: bool = True,
+             content_type: str | None = None):
     from starlette.requests import Request
 
     chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] or [b""]
@@ -160,6 +260,8 @@ def _request(method: str, path: str, body: bytes = b"", query: str = "", length:
         return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
     headers = [(b"content-length", str(len(body)).encode())] if length else []
+    if content_type is not None:
+        headers.append((b"content-type", content_type.encode()))
     return Request({"type": "http", "method": method, "path": path, "query_string": query.encode(),
                     "headers": headers}, receive)
 
@@ -207,6 +309,48 @@ def test_handler_answers_bad_requests_and_model_failures_and_keeps_serving(ray_l
     assert call("POST", "/predict", good)[0] == 200
     status, body = call("GET", "/health")
     assert status == 200 and body["status"] == "ok" and body["backend"] == "tflite"
+
+
+def test_handler_takes_multipart_and_base64_uploads_and_counts_requests(ray_local, artifacts, digits) -> None:
+    from resnet_edge.scale.serve import METRICS_TYPE, ModelReplica, ServeOptions
+
+    replica = ModelReplica(ServeOptions(str(artifacts["tflite-int8"]), max_body_bytes=MAX_BODY))
+    reached: list[int] = []
+
+    async def classify(item):
+        reached.append(1)
+        replica.metrics.batch(1)
+        return (await asyncio.to_thread(replica._classify, [item]))[0]
+
+    replica.classify = classify
+    image = encode(digits.images[3])
+
+    def call(body: bytes, content_type: str | None = None, method: str = "POST", path: str = "/predict"):
+        response = asyncio.run(replica(_request(method, path, body, "top_k=3", content_type=content_type)))
+        return response.status_code, response
+
+    answers = []
+    for body, content_type in [(image, None), multipart({"file": ("digit.png", image, "image/png")}),
+                               (as_json(base64.b64encode(image).decode()), "application/json")]:
+        status, response = call(body, content_type)
+        assert status == 200, response.body
+        answers.append(json.loads(response.body)["predictions"][0])
+    assert answers[0] == answers[1] == answers[2] and len(answers[0]["labels"]) == 3
+    for body, content_type, expected in [(*multipart({"file": ("x.png", b"garbage")}), "cannot decode image"),
+                                         (b'{"image": "%%%"}', "application/json", "not valid base64"),
+                                         (*multipart({"file": ("x.png", b"x" * MAX_BODY)}), "over the limit")]:
+        status, response = call(body, content_type)
+        error = json.loads(response.body)["error"]
+        assert status in (400, 413) and expected in error and "\n" not in error
+    assert len(reached) == 3, "refused uploads must not reach the model"
+    status, response = call(b"", method="GET", path="/metrics")
+    assert status == 200 and response.media_type == METRICS_TYPE
+    samples = scrape(response.body.decode())
+    predict = (("route", "/predict"),)
+    assert samples["resnet_edge_requests_total", (*predict, ("status", "200"))] == 3
+    assert samples["resnet_edge_errors_total", (*predict, ("status", "400"))] == 2
+    assert samples["resnet_edge_errors_total", (*predict, ("status", "413"))] == 1
+    assert samples["resnet_edge_batch_size_count", ()] == 3
 
 
 # A served model: 100 concurrent requests, bad requests, and it keeps serving ----------------------------------
@@ -260,6 +404,74 @@ def test_served_model_refuses_bad_requests_and_keeps_serving(server, digits) -> 
     assert call_server(server, "GET", "/elsewhere")[0] == 404
     status, body = call_server(server, "POST", "/predict?top_k=2", encode(digits.images[5]))
     assert status == 200 and len(body["predictions"][0]["indices"]) == 2
+
+
+@pytest.mark.slow
+def test_served_model_takes_uploads_as_clients_send_them_and_exposes_metrics(server, digits, tmp_path) -> None:
+    import requests
+
+    before = scrape(requests.get(f"{server}/metrics", timeout=60).text)
+    image = encode(digits.images[7])
+    raw = requests.post(f"{server}/predict?top_k=2", data=image, timeout=60)
+    form = requests.post(f"{server}/predict?top_k=2", files={"file": ("digit.png", image, "image/png")}, timeout=60)
+    encoded = requests.post(f"{server}/predict?top_k=2", json={"image": base64.b64encode(image).decode()}, timeout=60)
+    for response in (raw, form, encoded):
+        assert response.status_code == 200, response.text
+    assert raw.json() == form.json() == encoded.json()
+    bad = requests.post(f"{server}/predict", files={"file": ("x.png", b"not an image")}, timeout=60)
+    assert bad.status_code == 400 and "cannot decode image" in bad.json()["error"]
+    if shutil.which("curl"):  # the issue's own example
+        path = tmp_path / "photo.png"
+        path.write_bytes(image)
+        done = subprocess.run(["curl", "-s", "-F", f"file=@{path}", f"{server}/predict?top_k=2"], capture_output=True,
+                              text=True, timeout=60)
+        assert json.loads(done.stdout) == raw.json(), done.stdout
+    response = requests.get(f"{server}/metrics", timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = scrape(response.text)
+
+    def grew(name: str, *labels: tuple[str, str]) -> float:
+        key = (name, tuple(sorted(labels)))
+        return after.get(key, 0) - before.get(key, 0)
+
+    posted = 4 if shutil.which("curl") else 3
+    assert grew("resnet_edge_requests_total", ("route", "/predict"), ("status", "200")) == posted
+    assert grew("resnet_edge_errors_total", ("route", "/predict"), ("status", "400")) == 1
+    assert grew("resnet_edge_requests_total", ("route", "/metrics"), ("status", "200")) == 1  # the first scrape
+    assert grew("resnet_edge_batch_size_sum") == posted and grew("resnet_edge_batch_size_count") >= 1
+    assert after["resnet_edge_request_latency_seconds", (("quantile", "0.5"), ("route", "/predict"))] > 0
+    assert after["resnet_edge_replicas", ()] == 1
+
+
+def test_a_signal_once_the_server_answers_stops_it_cleanly(monkeypatch) -> None:
+    """From the moment /health answers (inside start), Ctrl-C means stop: run_server returns and stops the server;
+    before that, the start is interrupted and undoes itself."""
+    import os
+    import signal
+
+    from resnet_edge.scale import serve as serve_module
+
+    stopped: list[bool] = []
+    monkeypatch.setattr(serve_module, "stop", lambda: stopped.append(True))
+
+    def start_up_then_interrupted(artifact, on_message=None, on_up=None, **options):
+        on_up("http://127.0.0.1:1")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after /health answered, before start returns
+        return "http://127.0.0.1:1"
+
+    monkeypatch.setattr(serve_module, "start", start_up_then_interrupted)
+    ready: list[str] = []
+    serve_module.run_server("model.tflite", on_ready=ready.append)  # returns: no KeyboardInterrupt
+    assert stopped == [True] and ready == []
+
+    def interrupted_while_starting(artifact, on_message=None, on_up=None, **options):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("the signal should have interrupted the start")
+
+    monkeypatch.setattr(serve_module, "start", interrupted_while_starting)
+    with pytest.raises(KeyboardInterrupt):
+        serve_module.run_server("model.tflite")
+    assert stopped == [True], "an interrupted start undoes itself; run_server does not stop a server never up"
 
 
 # CLI ----------------------------------------------------------------------------------------------------------

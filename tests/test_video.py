@@ -433,3 +433,121 @@ def test_a_file_named_like_a_negative_index_is_still_a_file(tmp_path: Path, monk
     Path("-1").write_text("not a video\n")
     with pytest.raises(DataError, match="cannot open video source -1: "):
         open_source("-1")
+
+
+# per-frame JSON Lines and the annotated clip ---------------------------------------------------------------------
+
+JSONL_KEYS = {"index", "timestamp", "video_time_s", "capture_to_result_ms", "model_ms", "fps", "labels", "indices",
+              "scores"}
+
+
+def clip_frames(path: Path) -> tuple[int, float, tuple[int, int]]:
+    """(frames decoded, FPS the container says, (height, width)) of a written clip."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        assert capture.isOpened(), path
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        shapes = []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            shapes.append(frame.shape[:2])
+        return len(shapes), fps, shapes[0] if shapes else (0, 0)
+    finally:
+        capture.release()
+
+
+def test_cli_writes_json_lines_and_an_annotated_clip(model_path: Path, clip: Path, tmp_path: Path) -> None:
+    lines_path, saved = tmp_path / "frames" / "clip.jsonl", tmp_path / "labelled.mp4"
+    done = subprocess.run(
+        [sys.executable, "-m", "resnet_edge.cli", "predict", str(model_path), "--source", str(clip), "--device", "cpu",
+         "--top-k", "2", "--jsonl", str(lines_path), "--save-video", str(saved), "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["frames"] == FRAMES and summary["saved_video"] == str(saved)
+    records = [json.loads(line) for line in lines_path.read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(FRAMES))
+    for record in records:
+        assert set(record) == JSONL_KEYS and len(record["labels"]) == len(record["scores"]) == 2
+        assert record["capture_to_result_ms"] >= record["model_ms"] > 0
+    assert records[1]["video_time_s"] == pytest.approx(0.1, abs=1e-6)  # frame 1 of a 10 FPS file
+    assert records[0]["timestamp"] <= records[-1]["timestamp"] and records[0]["timestamp"] > 1.6e9
+    assert clip_frames(saved) == (FRAMES, pytest.approx(10.0), (HEIGHT, WIDTH))  # every frame, the source's FPS
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+
+
+def test_cli_json_lines_on_stdout_hold_only_the_frames(model_path: Path, clip: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "resnet_edge.cli", "predict", str(model_path), "--source", str(clip), "--device", "cpu",
+         "--max-frames", "5", "--jsonl", "-"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4] and all(set(r) == JSONL_KEYS for r in records)
+    assert "done: 5 frames" in done.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["x.png", "--jsonl", "-"], "--jsonl and --save-video apply only with --source"),
+    (["--source", "clip.avi", "--jsonl", "-", "--json"], "--jsonl - and --json both print to stdout"),
+    (["--source", "clip.avi", "--save-video", "out.gif"], "cannot write a video to out.gif: give a file ending in .mp4"),
+])
+def test_cli_video_output_errors_are_one_line_before_any_work(args: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "resnet_edge.cli", "predict", "/nonexistent/model.onnx", *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_json_lines_are_flushed_whole_as_frames_come(tmp_path: Path, no_leaked_threads) -> None:
+    from resnet_edge.video import JsonLines
+
+    path = tmp_path / "frames.jsonl"
+    seen_on_disk: list[int] = []
+    video, _ = fake_source(50, fail_at=6)
+    with JsonLines(path) as lines, pytest.raises(RuntimeError, match="camera unplugged"):
+        def write(result: FrameResult) -> None:
+            lines(result)
+            seen_on_disk.append(len(path.read_text().splitlines()))  # already on disk, before the run ends
+
+        run_video(FakePredictor(), video, on_frame=write)
+    assert seen_on_disk == [1, 2, 3, 4, 5, 6]
+    records = [json.loads(line) for line in path.read_text().splitlines()]  # a failed run leaves whole lines
+    assert [r["index"] for r in records] == list(range(6)) and records[0]["labels"] == ["0"]
+    assert records[0]["video_time_s"] is None  # the fake file does not say its FPS
+
+
+def test_saved_clip_appears_only_when_the_run_ends(tmp_path: Path, no_leaked_threads) -> None:
+    target = tmp_path / "out.avi"
+    seen: list[bool] = []
+    video, _ = fake_source(12)
+    summary = run_video(FakePredictor(), video, on_frame=lambda r: seen.append(target.exists()), save_video=target)
+    assert seen == [False] * 12 and summary.saved_video == str(target)
+    assert clip_frames(target)[0] == 12 and list(tmp_path.iterdir()) == [target]
+
+
+def test_an_interrupted_run_keeps_its_clip_and_a_failed_run_leaves_none(tmp_path: Path, no_leaked_threads) -> None:
+    def stop_at_four(result: FrameResult) -> None:
+        if result.index == 3:
+            raise KeyboardInterrupt
+
+    kept = tmp_path / "kept.mp4"
+    summary = run_video(FakePredictor(), fake_source(100)[0], on_frame=stop_at_four, save_video=kept)
+    assert summary.interrupted and clip_frames(kept)[0] == 4
+    failed = tmp_path / "failed.mp4"
+    with pytest.raises(DataError, match="bad frame 5"):
+        run_video(FakePredictor(fail_from=5), fake_source(100)[0], save_video=failed, live=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.mp4"], "a failed run leaves no clip and no temp file"
+
+
+def test_annotate_draws_on_a_copy() -> None:
+    from resnet_edge.video import annotate
+
+    frame = np.zeros((120, 160, 3), np.uint8)
+    result = FrameResult(0, Prediction("f", ["cat"], [1], [0.9]), 25.0, 4.0, 5.0, frame=frame)
+    drawn = annotate(frame, result)
+    assert drawn.shape == frame.shape and drawn[:40].any() and not frame.any()

@@ -1,4 +1,4 @@
-"""Commands that measure: benchmark (one artifact, or every format with --all) and optimize."""
+"""Commands that measure: benchmark (artifacts timed together, or every format with --all) and optimize."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from .common import BackendOption, DeviceOption, JsonFlag, app, command_line, ou
 
 @app.command()
 def benchmark(
-    path: Annotated[Path, typer.Argument(help="An artifact, or a Keras model with --all.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="ARTIFACTS", help="Artifacts (several are timed together, one table), or one "
+                                                "Keras model with --all.")],
     all_formats: Annotated[bool, typer.Option("--all", help="Export every format this machine runs; one table.")] = False,
     formats: Annotated[str | None, typer.Option(help="With --all: comma-separated formats (default: all).")] = None,
     data: Annotated[str, typer.Option(help="With --all: calibration/parity images (photos, digits, folder, .npy).")] = "digits",
@@ -28,10 +29,12 @@ def benchmark(
     end_to_end: Annotated[bool, typer.Option(help="Time predict() from uint8 frames instead of the raw call.")] = False,
     frame: Annotated[str | None, typer.Option(help="Also time predict() on camera frames of this size: 720p, 1080p, 4k or WxH.")] = None,
     n: Annotated[int, typer.Option("--n", min=0, help="With --all: parity images (0 skips parity).")] = 500,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="With --all: folder for artifacts and reports.")] = Path("benchmark"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="With --all or several artifacts: folder for the "
+                                          "reports (and --all's artifacts).")] = Path("benchmark"),
     as_json: JsonFlag = False,
 ) -> None:
-    """Latency (p50/p90/p99, noise), throughput and memory of an artifact, or of every format with --all."""
+    """Latency (p50/p90/p99, noise), throughput and memory of an artifact; several artifacts, or every format with
+    --all, timed together in interleaved rounds: one table, written as JSON, CSV, Markdown and PNG."""
     from ..latency import parse_frame
 
     try:
@@ -44,8 +47,16 @@ def benchmark(
     if not all_formats:
         if formats is not None:
             raise InvalidArgumentError("--formats applies only with --all")
-        _one_artifact(path, device, sizes, threads, warmup, min_time_s, end_to_end, frame_size, backend, as_json)
+        if len(paths) == 1:
+            _one_artifact(paths[0], device, sizes, threads, warmup, min_time_s, end_to_end, frame_size, backend,
+                          as_json)
+        else:
+            _several_artifacts(paths, out_dir, device, sizes, threads, warmup, min_time_s, end_to_end, frame_size,
+                               backend, as_json)
         return
+    if len(paths) != 1:
+        raise InvalidArgumentError("--all takes one Keras model; to time artifacts together, leave out --all")
+    path = paths[0]
     if path.suffix.lower() not in KERAS_SUFFIXES:
         raise InvalidArgumentError(f"{path}: --all needs the Keras model (.keras/.h5) to export from")
     if len(sizes) != 1:
@@ -65,6 +76,27 @@ def benchmark(
     else:
         out.print(format_table(rows))
         out.print(f"reports: {', '.join(str(p) for p in written.values())}")
+
+
+def _several_artifacts(paths, out_dir, device, sizes, threads, warmup, min_time_s, end_to_end, frame_size, backend,
+                       as_json) -> None:
+    from ..benchmark import rows_to_dict
+    from ..report import benchmark_files, format_table, machine_description
+
+    if len(sizes) != 1:
+        raise InvalidArgumentError("several artifacts are timed at one batch size at a time")
+    rows, written = benchmark_files(paths, out_dir, command=command_line(), device=device, batch_size=sizes[0],
+                                    threads=threads, warmup=warmup, min_time_s=min_time_s, end_to_end=end_to_end,
+                                    frame=frame_size, backend=backend, progress=None if as_json else say)
+    if as_json:
+        print_json({"rows": rows_to_dict(rows), "reports": {k: str(v) for k, v in written.items()}})
+        return
+    machine = machine_description()
+    out.print(f"{len(rows)} artifacts timed together, batch {sizes[0]}, {rows[0].threads} thread(s) each, on "
+              f"{machine['cpu']} ({machine['usable_cores']} usable cores); speed-up is {rows[0].format}'s p50 "
+              "over each row's")
+    out.print(format_table(rows))
+    out.print(f"reports: {', '.join(str(p) for p in written.values())}")
 
 
 def _one_artifact(path, device, sizes, threads, warmup, min_time_s, end_to_end, frame_size, backend, as_json) -> None:
