@@ -46,23 +46,12 @@ def median_ms(call: Callable[[], object], seconds: float, min_runs: int = 20) ->
 
 
 def raw_call(predictor, frame: np.ndarray) -> Callable[[], list]:
-    """The runtime's own API on an input already in its dtype: what the Predictor wraps."""
+    """The backend's own call on an input already in its dtype (the runtime plus its output dequantization): what
+    the Predictor wraps, for any runtime."""
     from resnet_edge.preprocess import cast_batch
 
     batch = cast_batch(frame[None], predictor.input_spec)
-    handle = predictor.native()  # the documented escape hatch: the runtime's own object
-    if predictor.backend.name == "onnxruntime":
-        feed = {handle.get_inputs()[0].name: batch}
-        return lambda: handle.run(None, feed)
-    interpreter, index = handle, handle.get_input_details()[0]["index"]
-    outputs = [o["index"] for o in handle.get_output_details()]
-
-    def invoke() -> list:
-        interpreter.set_tensor(index, batch)
-        interpreter.invoke()
-        return [np.array(interpreter.get_tensor(i)) for i in outputs]
-
-    return invoke
+    return lambda: predictor.backend.run(batch)
 
 
 def camera_photo(size: tuple[int, int], seed: int) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""`make bench`: parity and latency of every CPU format of ResNet-50 @224 (1000 classes) on real photos, and of a
-digits ResNet-18.
+"""`make bench`: parity and latency of every CPU format of ResNet-50 @224 (1000 classes) on real photos, of a
+ResNet-50 c3-c5 backbone @640 and a ResNet-50 embedding @224, and of a digits ResNet-18.
 
 Writes ``<out>/resnet50_224/benchmark.*``, ``<out>/resnet18_digits/benchmark.*`` and ``<out>/summary.json``
 (ratios and the machine). Models and artifacts go to ``<out>/models`` and ``<out>/artifacts``; the trained
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from camera import measure_camera, print_camera, raw_call
+from camera import measure_camera, print_camera
 
 from resnet_edge.atomic import atomic_path
 from resnet_edge.benchmark import FormatRow, run_all
@@ -207,22 +207,26 @@ def softmax_in_graph(model_path: Path, out: Path, settings: Settings) -> dict[st
             "compared": report.compared, "failures": report.failures}
 
 
-def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, Any]:
-    """Predictor.predict on one uint8 HWC frame vs the raw runtime call it wraps, timed together in interleaved
-    rounds (``resnet_edge.latency.interleave``, as every comparison in the library), so drift on a shared
-    machine hits both alike."""
+def predictor_overhead(rows: list[FormatRow], settings: Settings, size: int = 224) -> dict[str, Any]:
+    """The Predictor's answer for one uint8 HWC frame (predict, embed or features, by the model's task) vs the
+    backend's own call on an input already in its dtype, timed together in interleaved rounds
+    (``resnet_edge.latency.interleave``), so drift on a shared machine hits both alike."""
     import numpy as np
 
     from resnet_edge.predictor import load
+    from resnet_edge.preprocess import cast_batch
 
-    frame = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    frame = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     results = {}
     for row in rows:
         if row.format == REFERENCE or row.status != "ok" or "(" in row.format:  # every passing format, variants aside
             continue
         with load(row.path, device="cpu") as predictor:
-            timings = interleave({"raw": raw_call(predictor, frame),
-                                  "predict": lambda p=predictor: p.predict(frame, top_k=5)},
+            batch = cast_batch(frame[None], predictor.input_spec)
+            answer = {"classifier": lambda p=predictor: p.predict(frame, top_k=5),
+                      "embedding": lambda p=predictor: p.embed(frame),
+                      "features": lambda p=predictor: p.features(frame)}[predictor.task]
+            timings = interleave({"raw": lambda p=predictor, b=batch: p.backend.run(b), "predict": answer},
                                  min_time_s=settings.min_time_s, warmup=settings.warmup)
         for timing in timings.values():
             if timing.error is not None:
@@ -230,9 +234,69 @@ def predictor_overhead(rows: list[FormatRow], settings: Settings) -> dict[str, A
         raw_p50, e2e_p50 = timings["raw"].p50_ms, timings["predict"].p50_ms
         results[row.format] = {"raw_ms": raw_p50, "predict_ms": e2e_p50, "ratio": e2e_p50 / raw_p50,
                                "raw_noise_ms": timings["raw"].noise_ms, "predict_noise_ms": timings["predict"].noise_ms}
-        print(f"  Predictor overhead {row.format:<12} raw {raw_p50:7.2f} ms  predict(frame) {e2e_p50:7.2f} ms  "
+        print(f"  Predictor overhead {row.format:<14} raw {raw_p50:8.2f} ms  answer(frame) {e2e_p50:8.2f} ms  "
               f"ratio {e2e_p50 / raw_p50:.3f}")
     return results
+
+
+def feature_extractors(out: Path, settings: Settings, machine: dict, command: str) -> dict[str, Any]:
+    """(c) ResNet-50 as a feature extractor at backbone scale: a c3-c5 backbone at 640x640 and an L2-normalised
+    embedding at 224x224 (random weights: their per-output cosine and, for the embedding, the nearest-neighbour
+    recall on photo crops are what parity judges), every CPU format calibrated and verified on the built-in photos;
+    the Predictor's overhead over the backend call, and embeddings per second for a folder of photos."""
+    from resnet_edge.data import load_photos
+    from resnet_edge.models.io import build_file
+
+    results: dict[str, Any] = {}
+    for name, size, kind in (("resnet50_backbone_640", 640, {"features": ("c3", "c4", "c5")}),
+                             ("resnet50_embedding_224", 224, {"pooling": "avg", "normalize": True})):
+        model_path = out / "models" / f"{name}.keras"
+        if not model_path.exists():
+            import keras
+
+            keras.utils.set_random_seed(0)
+            build_file("resnet50", model_path, input_size=(size, size), **kind)
+        rows = run_all(model_path, out / "artifacts" / name, formats=RESNET50_FORMATS, data="photos", batch_size=1,
+                       min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
+                       parity_count=min(settings.photo_parity_count, 200), progress=say)
+        summary = ratios(rows)
+        summary["statuses"] = {r.format: r.status for r in rows}
+        summary["parity"] = {r.format: {k: (r.parity or {}).get(k) for k in
+                                        ("passed", "cosine", "worst_level", "recall_at_1", "recall_at_5", "levels")}
+                             for r in rows if r.parity}
+        title = (f"ResNet-50 {'c3-c5 backbone @640' if size == 640 else 'embedding @224 (avg, L2)'}, batch 1; "
+                 "parity on photo crops outside the calibration set")
+        summary["reports"] = _publish(rows, out / name, title, machine, command)
+        _print_ratios(title, summary)
+        summary["predictor_overhead"] = predictor_overhead(rows, settings, size)
+        if "embedding" in name:
+            summary["embeddings_per_s"] = embeddings_per_second(rows, out, load_photos)
+        results[name] = summary
+    return results
+
+
+def embeddings_per_second(rows: list[FormatRow], out: Path, load_photos) -> dict[str, float]:
+    """``predict --out embeddings.npy`` over a folder of 96 photo JPEGs (640x480): decoding, resizing and the model,
+    end to end, per passing format."""
+    from PIL import Image
+
+    from resnet_edge.results import predict_images
+
+    folder = out / "photos_640x480"
+    if not folder.exists():
+        photos = load_photos((480, 640), crops=8)
+        folder.mkdir(parents=True)
+        for index, image in enumerate(photos.images[:96]):
+            Image.fromarray(image).save(folder / f"{index:03d}.jpg", quality=90)
+    rates = {}
+    for row in rows:
+        if row.format == REFERENCE or row.status != "ok" or "(" in row.format:
+            continue
+        started = time.perf_counter()
+        result = predict_images(row.path, [folder], out=out / "embeddings" / f"{row.format}.npy")
+        rates[row.format] = len(result.sources) / (time.perf_counter() - started)
+        print(f"  embeddings per second, {row.format:<14} {rates[row.format]:7.1f} (96 JPEGs of 640x480, end to end)")
+    return rates
 
 
 def digits_model(out: Path, settings: Settings, quick: bool) -> Path:
@@ -287,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                                "machine": machine, "resnet50_224": None}
     if not args.quick:
         summary["resnet50_224"] = resnet50(args.out, settings, machine, command)
+        summary["feature_extractors"] = feature_extractors(args.out, settings, machine, command)
     summary["resnet18_digits"] = resnet18_digits(args.out, settings, machine, command, args.quick)
     with atomic_path(args.out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")

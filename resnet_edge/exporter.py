@@ -120,6 +120,8 @@ def export(
     budget: Any = None,
     calib_report: bool = False,
     preprocessing: str | None = None,
+    task: str | None = None,
+    labels: Sequence[str] | str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     **options: Any,
 ) -> ExportResult:
@@ -135,8 +137,9 @@ def export(
     reports how agreement and activation ranges move. ``preprocessing`` (caffe, torch, tf, scale) puts that
     preprocessing in front of a model that has none inside (``keras.applications``), so the artifact takes
     RGB pixels 0-255 and records it. Every option and feature is checked against the format's row first.
+    ``labels`` (a list, or a text file with one per line) name a classifier's outputs in the artifact (``labelled``).
     """
-    from .models.io import describe
+    from .models.io import describe, with_task
     from .models.reference import model_digest, weights_digest
     from .models.resnet import with_preprocessing
 
@@ -154,6 +157,10 @@ def export(
     else:
         metadata, source_digest = describe(model), weights_digest(model)
     check_float_layers(model, resolved.get("float_layers"))
+    if labels is not None:
+        if task not in (None, "classifier"):
+            raise InvalidArgumentError(f"--labels name a classifier's outputs, not a {task}'s")
+        metadata = labelled(model, metadata, labels)
     if preprocessing is not None:
         model = _preprocessed.get(model, (model_digest(model), preprocessing),
                                   lambda: with_preprocessing(model, preprocessing))
@@ -162,7 +169,7 @@ def export(
         from .models.resnet import output_activation_of
 
         metadata = metadata.replace(output_activation=output_activation_of(model))
-    metadata = metadata.replace(source_sha256=source_digest)
+    metadata = with_task(model, metadata, task).replace(source_sha256=source_digest)
     size = tuple(metadata.input_shape[:2])
     if calibration is not None:
         calibration = calibration.resized(size, metadata.resize)
@@ -222,6 +229,26 @@ def export(
     return ExportResult(output, fmt.name, size_bytes, seconds, final_metadata, report, fallback, calibration_report)
 
 
+def label_names(labels: Sequence[str] | str | os.PathLike[str]) -> list[str]:
+    """``labels`` as a list: given as one, or read from a text file (one per line)."""
+    from .models.io import read_labels
+
+    return read_labels(labels) if isinstance(labels, (str, os.PathLike)) else [str(label) for label in labels]
+
+
+def labelled(model: Any, metadata: Any, labels: Sequence[str] | str | os.PathLike[str]) -> Any:
+    """``metadata`` with ``labels`` naming the model's classes: for a model built elsewhere (``keras.applications``),
+    whose classes are otherwise their indices. Their count must be the model's output count."""
+    names = label_names(labels)
+    shape = model.output_shape
+    if len(model.outputs) != 1 or len(shape) != 2:
+        raise InvalidArgumentError(f"--labels name a classifier's outputs; {model.name} has no single flat output")
+    if len(names) != shape[-1]:
+        source = f"{labels}: " if isinstance(labels, (str, os.PathLike)) else ""
+        raise InvalidArgumentError(f"--labels: {source}{len(names)} labels for a model with {shape[-1]} outputs")
+    return metadata.replace(labels=tuple(names), task="classifier")
+
+
 def export_formats(
     model: str | os.PathLike[str],
     formats: Sequence[str],
@@ -234,6 +261,8 @@ def export_formats(
     budget: Any = None,
     calib_report: bool = False,
     preprocessing: str | None = None,
+    labels: Sequence[str] | str | os.PathLike[str] | None = None,
+    task: str | None = None,
     progress: Progress | None = None,
     on_result: Callable[[ExportResult], None] | None = None,
     **options: Any,
@@ -244,6 +273,7 @@ def export_formats(
     artifact goes beside the model (``model_int8.tflite``). ``options`` are format options; each must apply to
     at least one of the formats and is given to those it applies to. One CalibrationSet from ``calib_data``
     serves every format (built when any needs it, or when given: float formats then verify on its hold-out).
+    ``labels`` (a text file, one per line) go into every artifact's metadata (``labelled``).
     """
     from .calibration import CalibrationSet
 
@@ -265,6 +295,8 @@ def export_formats(
                       calib_report=calib_report, verify=verify)
     if calib_count < 1:
         raise InvalidArgumentError("--calib-count must be at least 1")
+    if labels is not None:
+        label_names(labels)  # an unreadable or empty file is refused before any work
     if model.suffix.lower() not in KERAS_SUFFIXES:
         raise InvalidArgumentError(f"{model}: export reads a Keras model ({', '.join(KERAS_SUFFIXES)})")
     if not model.is_file():
@@ -289,7 +321,8 @@ def export_formats(
         default = default_output(model, fmt)
         target = out_path / default.name if to_folder else out_path or default
         result = export(model, fmt.name, target, calibration=calibration, verify=verify, verify_data=verify_set,
-                        budget=budget, calib_report=calib_report, preprocessing=preprocessing, progress=progress,
+                        budget=budget, calib_report=calib_report, preprocessing=preprocessing, labels=labels, task=task,
+                        progress=progress,
                         **{k: v for k, v in per_format[fmt.name].items() if k in given})
         results.append(result)
         if on_result is not None:

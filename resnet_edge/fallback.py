@@ -29,7 +29,8 @@ class AccuracyBudget:
     """How much an int8 artifact may lose, in percentage points.
 
     The loss is the accuracy drop against the float model where the verification images carry the model's
-    classes, else the share of decisive images (see ``parity.Tolerance``) whose top-1 differs.
+    classes, else the share of decisive images (see ``parity.Tolerance``) whose top-1 differs; for a feature model
+    100 x (1 - the worst output's cosine), for an embedding the share of nearest neighbours missed.
     """
 
     max_drop: float
@@ -44,7 +45,13 @@ class AccuracyBudget:
 
     @staticmethod
     def drop(report: Any) -> float:
-        """The report's loss in percentage points (inf when nothing measures it)."""
+        """The report's loss in percentage points (inf when nothing measures it): for a classifier the accuracy
+        drop or the decisive top-1 disagreement; for feature maps 100 x (1 - the worst output's cosine); for an
+        embedding the share of queries whose nearest neighbour the artifact misses (100 - recall@1)."""
+        if getattr(report, "task", "classifier") == "features":
+            return 100.0 * (1.0 - report.cosine)
+        if getattr(report, "task", "classifier") == "embedding":
+            return float("inf") if report.recall_at_1 is None else 100.0 * (1.0 - report.recall_at_1)
         if report.accuracy_delta is not None:
             return max(-100.0 * report.accuracy_delta, 0.0)
         if report.decisive_top1 is not None:
@@ -55,7 +62,9 @@ class AccuracyBudget:
         return bool(report) and self.drop(report) <= self.max_drop
 
     def describe(self, report: Any) -> str:
-        what = "accuracy drop" if report.accuracy_delta is not None else "top-1 disagreement"
+        task = getattr(report, "task", "classifier")
+        what = {"features": f"feature loss (1 - cos on {report.worst_level})", "embedding": "nearest neighbours missed"
+                }.get(task) or ("accuracy drop" if report.accuracy_delta is not None else "top-1 disagreement")
         return f"{what} {self.drop(report):.2f} pp (budget {self.max_drop:g} pp)"
 
 

@@ -106,6 +106,19 @@ class Quantization:
     zero_point: int
 
 
+TASKS = ("classifier", "features", "embedding")
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """One model output, in the order the model was built: its name, its shape per image (``(classes,)``,
+    ``(dim,)`` or ``(H, W, C)``) and, for a feature map, its stride (input pixels per output pixel)."""
+
+    name: str
+    shape: tuple[int, ...]
+    stride: int | None = None
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Input contract, labels and provenance of a model or exported artifact.
@@ -114,7 +127,10 @@ class ModelMetadata:
     ``input_range``; the host only resizes, reorders channels and casts. ``output_activation`` is
     ``"softmax"`` when a classifier outputs probabilities, ``"linear"`` for logits, None when unknown.
     ``resize`` is how a frame of another shape reaches ``input_shape`` (one of ``RESIZE_POLICIES``);
-    artifacts written before it was recorded were squashed.
+    artifacts written before it was recorded were squashed. ``task`` is what the model is for (``TASKS``):
+    a classifier (labelled top-k), features (named feature maps, e.g. a detector's c3-c5 backbone) or an
+    embedding (one vector per image, L2-normalised when ``normalized``); ``outputs`` lists the outputs in the
+    order the model was built, which every backend returns them in.
     """
 
     model: str
@@ -134,11 +150,26 @@ class ModelMetadata:
     source_sha256: str | None = None
     tools: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    outputs: tuple[OutputInfo, ...] = ()
+    normalized: bool = False
     schema: int = SCHEMA_VERSION
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def kind(self) -> str:
+        """The task, also for artifacts written before it was recorded: labels or a softmax make a classifier,
+        several or spatial outputs features, one flat output without labels an embedding."""
+        if self.task is not None:
+            return self.task
+        if self.labels or self.output_activation == "softmax":
+            return "classifier"
+        if len(self.outputs) > 1 or any(len(o.shape) > 1 for o in self.outputs):
+            return "features"
+        return "embedding" if self.outputs else "classifier"
 
     def replace(self, **changes: Any) -> ModelMetadata:
         return dataclasses.replace(self, **changes)
@@ -206,9 +237,32 @@ class ModelMetadata:
             if not isinstance(values.get("source_sha256"), str | None):
                 raise ValueError("source_sha256 must be a string")
             _check_extra(values.get("extra", {}))
+            if values.get("task") is not None and values["task"] not in TASKS:
+                raise ValueError(f"task must be one of {', '.join(TASKS)}")
+            if not isinstance(values.get("normalized", False), bool):
+                raise ValueError("normalized must be true or false")
+            values["outputs"] = _outputs(values.get("outputs", []))
             return cls(**values)
         except (TypeError, KeyError, ValueError) as exc:
             raise ModelFileError(f"{source}: metadata is malformed ({first_line(exc, 160)})") from exc
+
+
+def _outputs(raw: Any) -> tuple[OutputInfo, ...]:
+    if not isinstance(raw, list) or len(raw) > 64:
+        raise ValueError("outputs must be a list (of at most 64 outputs)")
+    found = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError("each output needs a name")
+        shape = item.get("shape", [])
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 3:
+            raise ValueError("an output's shape must have 1 to 3 dimensions per image")
+        dims = tuple(_whole(v, "output shape") for v in shape)
+        if any(d < 1 or d > 2**24 for d in dims):
+            raise ValueError(f"output shape {list(dims)} is out of range")
+        stride = item.get("stride")
+        found.append(OutputInfo(item["name"], dims, None if stride is None else _whole(stride, "output stride")))
+    return tuple(found)
 
 
 def _check_extra(extra: dict[str, Any]) -> None:

@@ -39,6 +39,13 @@ class Tolerance:
     the precision's own noise level, so a model whose best two classes are closer than that (a random-init
     network, an uncertain frame) is judged by its cosine, not by a coin toss. The margin belongs to the
     precision, not to the candidate, so a badly wrong artifact cannot make its own images indecisive.
+
+    Feature maps and embeddings are judged per output: the cosine of each image's centred values (ReLU maps and
+    pooled vectors are non-negative, which inflates a plain cosine) averaged, the worst output at least
+    ``min_map_cosine``, and ``max_abs <= atol + rtol * range`` with the output's own range. An embedding is also
+    judged by what an image search sees (``min_recall1``/``min_recall5``): each verification image's nearest
+    neighbours among the others found with the artifact's vectors, counted as found when their float similarity
+    is within ``neighbour_margin`` of the float model's own k-th best (see ``retrieval_agreement``).
     """
 
     atol: float | None
@@ -47,6 +54,10 @@ class Tolerance:
     min_cosine: float
     min_logit_cosine: float | None = None
     decisive_margin: float = 0.0
+    min_map_cosine: float = 0.9999
+    min_recall1: float = 0.99
+    min_recall5: float = 0.99
+    neighbour_margin: float = 1e-3
 
     def cosine_floor(self, logits: bool) -> float:
         return self.min_logit_cosine if logits and self.min_logit_cosine is not None else self.min_cosine
@@ -61,12 +72,16 @@ class Tolerance:
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1=0.99, min_cosine=0.9999, decisive_margin=1e-3),
-    "fp16": Tolerance(atol=1e-2, rtol=2e-2, min_top1=0.99, min_cosine=0.999, decisive_margin=0.01),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1=0.99, min_cosine=0.9999, decisive_margin=1e-3,
+                      min_map_cosine=0.9999, min_recall1=0.99, min_recall5=0.99, neighbour_margin=1e-4),
+    "fp16": Tolerance(atol=1e-2, rtol=2e-2, min_top1=0.99, min_cosine=0.999, decisive_margin=0.01,
+                      min_map_cosine=0.999, min_recall1=0.99, min_recall5=0.99, neighbour_margin=2e-3),
     # bf16 keeps 8 mantissa bits (fp16: 11): OpenVINO bf16 on digits drifts up to 0.016 in probability
-    "bf16": Tolerance(atol=5e-2, rtol=5e-2, min_top1=0.99, min_cosine=0.995, decisive_margin=0.05),
+    "bf16": Tolerance(atol=5e-2, rtol=5e-2, min_top1=0.99, min_cosine=0.995, decisive_margin=0.05,
+                      min_map_cosine=0.995, min_recall1=0.98, min_recall5=0.98, neighbour_margin=5e-3),
     "int8": Tolerance(atol=None, rtol=0.0, min_top1=0.99, min_cosine=0.95, min_logit_cosine=0.99,
-                      decisive_margin=0.02),
+                      decisive_margin=0.02, min_map_cosine=0.98, min_recall1=0.95, min_recall5=0.95,
+                      neighbour_margin=0.01),
 }
 
 
@@ -93,6 +108,12 @@ class ParityReport:
     calibration_images: int | None = None
     ran: str | None = None  # the precision the runtime says it computed in, where it says (OpenVINO)
     data: str = ""  # which images verified it: "32 images of photos/ (held out from calibration)"
+    task: str = "classifier"
+    levels: list[dict[str, Any]] = field(default_factory=list)  # per output: name, cosine, max_rel, mean_rel
+    worst_level: str | None = None
+    recall_at_1: float | None = None
+    recall_at_5: float | None = None
+    exact_at_1: float | None = None
     stand_in: bool = False  # the images were built-in ones standing in for the user's (none were given)
     failures: list[str] = field(default_factory=list)
     worst_layers: list[tuple[str, float]] = field(default_factory=list)
@@ -126,6 +147,12 @@ class ParityReport:
             parts.append(f"top-1 agree {self.top1_agreement:.2%}{decisive}")
         if self.candidate_accuracy is not None and self.accuracy_delta is not None:
             parts.append(f"acc {self.candidate_accuracy:.2%} (Δ {self.accuracy_delta:+.2%})")
+        if len(self.levels) > 1:
+            parts.append("cos per output " + " ".join(f"{lv['name']} {lv['cosine']:.4f}" for lv in self.levels)
+                         + f" (worst {self.worst_level})")
+        if self.recall_at_1 is not None:
+            parts.append(f"recall@1 {self.recall_at_1:.2%}, recall@5 {self.recall_at_5:.2%} "
+                         f"(same nearest neighbour {self.exact_at_1:.2%})")
         if self.failures:
             parts.append("; ".join(self.failures))
         return ", ".join(parts)
@@ -175,6 +202,16 @@ class RowStats:
     cand_best: np.ndarray | None = None
     top5_hit: np.ndarray | None = None
     top5_overlap: np.ndarray | None = None
+    task: str = "classifier"
+    names: tuple[str, ...] = ()
+    level_cosine: np.ndarray | None = None  # (images, outputs): centred cosine per output
+    level_max_err: np.ndarray | None = None
+    level_sum_err: np.ndarray | None = None
+    level_min: np.ndarray | None = None  # the reference's range per image and output
+    level_max: np.ndarray | None = None
+    level_values: tuple[int, ...] = ()
+    ref_vectors: np.ndarray | None = None  # an embedding's vectors, for the retrieval check (it needs all images)
+    cand_vectors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.max_err)
@@ -183,15 +220,16 @@ class RowStats:
     def concat(cls, parts: Sequence[RowStats]) -> RowStats:
         """Stats of several batches, in the order given."""
         first = parts[0]
-        if any((p.values, p.logits, p.classifier) != (first.values, first.logits, first.classifier) for p in parts):
+        fixed = ("values", "logits", "classifier", "task", "names", "level_values")
+        if any(tuple(getattr(p, k) for k in fixed) != tuple(getattr(first, k) for k in fixed) for p in parts):
             raise DataError("parity batches disagree on the outputs' shape or kind")
         arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses_fields(cls)
-                  if f.name not in ("values", "logits", "classifier") and getattr(first, f.name) is not None}
-        return cls(values=first.values, logits=first.logits, classifier=first.classifier, **arrays)
+                  if f.name not in fixed and getattr(first, f.name) is not None}
+        return cls(**{k: getattr(first, k) for k in fixed}, **arrays)
 
 
 def row_stats(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], *, logits: bool = False,
-              name: str = "candidate") -> RowStats:
+              name: str = "candidate", task: str = "classifier", names: Sequence[str] = ()) -> RowStats:
     """Each image's errors, cosine and ranks from two runs' outputs (lists of arrays, one per model output)."""
     if len(reference) != len(candidate) or any(r.shape != c.shape for r, c in zip(reference, candidate, strict=True)):
         raise DataError(
@@ -200,7 +238,29 @@ def row_stats(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], 
         )
     ref, cand = _flat(reference), _flat(candidate)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf are reported as failures, not warnings
-        return _row_stats(ref, cand, reference, logits)
+        stats = _row_stats(ref, cand, reference, logits and task == "classifier")
+        if task != "classifier":
+            _output_stats(stats, reference, candidate, task, names)
+        return stats
+
+
+def _output_stats(stats: RowStats, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], task: str,
+                  names: Sequence[str]) -> None:
+    """Per output (feature level, or the embedding): centred cosine, errors and the reference's range per image;
+    an embedding's vectors themselves, for the retrieval check."""
+    stats.task, stats.classifier, stats.logits = task, False, False
+    stats.names = tuple(names) if len(names) == len(reference) else tuple(f"output_{i}" for i in range(len(reference)))
+    refs = [np.asarray(r, dtype=np.float64).reshape(len(r), -1) for r in reference]
+    cands = [np.asarray(c, dtype=np.float64).reshape(len(c), -1) for c in candidate]
+    stats.level_values = tuple(r.shape[1] for r in refs)
+    stats.level_cosine = np.stack([row_cosine(_centred(r), _centred(c)) for r, c in zip(refs, cands, strict=True)], 1)
+    errors = [np.abs(r - c) for r, c in zip(refs, cands, strict=True)]
+    stats.level_max_err = np.stack([e.max(axis=1) for e in errors], 1)
+    stats.level_sum_err = np.stack([e.sum(axis=1) for e in errors], 1)
+    stats.level_min = np.stack([r.min(axis=1) for r in refs], 1)
+    stats.level_max = np.stack([r.max(axis=1) for r in refs], 1)
+    if task == "embedding":
+        stats.ref_vectors, stats.cand_vectors = refs[0].astype(np.float32), cands[0].astype(np.float32)
 
 
 def _row_stats(ref: np.ndarray, cand: np.ndarray, reference: Sequence[np.ndarray], logits: bool) -> RowStats:
@@ -256,6 +316,9 @@ def reduce_stats(stats: RowStats, precision: str, labels: np.ndarray | None = No
                                f"{int((~stats.ref_finite).sum())} of {len(stats)} images")
     if not stats.finite.all():
         report.failures.append(f"non-finite outputs (NaN or inf) on {int((~stats.finite).sum())} of {len(stats)} images")
+    if stats.task != "classifier":
+        _judge_outputs(report, stats, tolerance)
+        return report
     if stats.classifier and agreement:
         agree = stats.ref_best == stats.cand_best
         decisive = stats.margin > tolerance.decisive_margin * scale
@@ -279,6 +342,65 @@ def reduce_stats(stats: RowStats, precision: str, labels: np.ndarray | None = No
     elif cosine < floor:
         report.failures.append(f"cosine{' (logits)' if logits else ''} {cosine:.4f} < {floor}")
     return report
+
+
+def _judge_outputs(report: ParityReport, stats: RowStats, tolerance: Tolerance) -> None:
+    """The feature-map and embedding verdict: every output by its own range and centred cosine, the worst named;
+    an embedding's nearest neighbours too (see ``Tolerance``)."""
+    report.task = stats.task
+    usable = stats.finite & stats.ref_finite
+    rows = usable if usable.any() else np.ones(len(stats), bool)
+    for index, name in enumerate(stats.names):
+        span = float(stats.level_max[rows, index].max() - stats.level_min[rows, index].min())
+        span = max(span, 1e-12) if np.isfinite(span) else 1e-12
+        max_err = float(stats.level_max_err[:, index].max())
+        report.levels.append({
+            "name": name, "cosine": float(np.mean(stats.level_cosine[:, index])),
+            "min_cosine": float(np.min(stats.level_cosine[:, index])), "max_abs": max_err, "range": span,
+            "max_rel": max_err / span,
+            "mean_rel": float(stats.level_sum_err[:, index].sum() / (len(stats) * stats.level_values[index])) / span,
+        })
+    worst = min(report.levels, key=lambda level: level["cosine"])
+    report.worst_level, report.cosine = worst["name"], worst["cosine"]
+    report.compared = "feature maps" if stats.task == "features" else "embeddings"
+    if worst["cosine"] < tolerance.min_map_cosine:
+        report.failures.append(f"cosine {worst['cosine']:.4f} < {tolerance.min_map_cosine} on {worst['name']}")
+    if tolerance.atol is not None:
+        for level in report.levels:
+            bound = tolerance.atol + tolerance.rtol * level["range"]
+            if level["max_abs"] > bound:
+                report.failures.append(f"max|err| {level['max_abs']:.3g} > {bound:.3g} on {level['name']}")
+    if stats.task == "embedding" and stats.ref_vectors is not None and len(stats) > 2:
+        recall1, recall5, exact1 = retrieval_agreement(stats.ref_vectors, stats.cand_vectors,
+                                                       tolerance.neighbour_margin)
+        report.recall_at_1, report.recall_at_5, report.exact_at_1 = recall1, recall5, exact1
+        if recall1 < tolerance.min_recall1:
+            report.failures.append(f"recall@1 {recall1:.2%} < {tolerance.min_recall1:.0%}")
+        if recall5 < tolerance.min_recall5:
+            report.failures.append(f"recall@5 {recall5:.2%} < {tolerance.min_recall5:.0%}")
+
+
+def retrieval_agreement(reference: np.ndarray, candidate: np.ndarray, margin: float) -> tuple[float, float, float]:
+    """What an image search with the artifact's vectors finds, each verification image a query among the others
+    (cosine similarity), judged by the float vectors: recall@k is the share of the artifact's top-k whose float
+    similarity to the query is at least the float k-th best minus ``margin`` (a neighbour as good as the float
+    model's own, within the precision's noise: near-duplicates tie), and ``exact@1`` how often both pick the very
+    same nearest neighbour. Returns (recall@1, recall@5, exact@1)."""
+    def similarities(vectors: np.ndarray) -> np.ndarray:
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        table = unit @ unit.T
+        np.fill_diagonal(table, -np.inf)
+        return table
+
+    ref, cand = similarities(reference.astype(np.float64)), similarities(candidate.astype(np.float64))
+    k = min(5, len(ref) - 1)
+    ref_sorted = -np.sort(-ref, axis=1)
+    cand_top = np.argsort(-cand, axis=1, kind="stable")[:, :k]
+    found = np.take_along_axis(ref, cand_top, axis=1)  # the float similarity of what the artifact found
+    recall1 = float(np.mean(found[:, 0] >= ref_sorted[:, 0] - margin))
+    recall5 = float(np.mean(found >= ref_sorted[:, k - 1 : k] - margin))
+    exact1 = float(np.mean(cand_top[:, 0] == np.argmax(ref, axis=1)))
+    return recall1, recall5, exact1
 
 
 def compare_outputs(
@@ -352,7 +474,8 @@ class Comparison:
 
         metadata = candidate.metadata
         self.candidate, self.batch_size = candidate, batch_size
-        self.logits = (metadata.output_activation if metadata else None) == "linear"
+        self.task, self.names = candidate.task, tuple(candidate.output_names)
+        self.logits = self.task == "classifier" and (metadata.output_activation if metadata else None) == "linear"
         keras_model = keras_model_of(reference)
         self.keras_model = None if keras_model is None else matching_reference(
             keras_model, metadata.output_activation if metadata else None)
@@ -377,7 +500,8 @@ class Comparison:
                 raise InvalidArgumentError("a comparison without a reference model needs the reference outputs")
         if logits and len(reference_outputs) == 1 and looks_like_probabilities(reference_outputs[0]):
             candidate_outputs, logits = [to_probabilities(candidate_outputs[0], "linear")], False
-        return row_stats(reference_outputs, candidate_outputs, logits=logits, name=self.info.name)
+        return row_stats(reference_outputs, candidate_outputs, logits=logits, name=self.info.name,
+                         task=self.task, names=self.names)
 
     def report(self, stats: RowStats, data: Dataset, diagnosis_images: np.ndarray | None = None) -> ParityReport:
         """The verdict over ``data`` (whose ``stats`` these are, in order); see ``reduce_stats``."""

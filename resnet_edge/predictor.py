@@ -11,7 +11,7 @@ import glob
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,9 +168,80 @@ class Predictor:
         if batch.dtype != np.dtype(spec.dtype) or (spec.dtype == "uint8" and not _is_identity(spec.quantization)):
             batch = cast_batch(batch, spec)
         if self._lock is None:
-            return self.backend.run(batch)
-        with self._lock:
-            return self.backend.run(batch)
+            outputs = self.backend.run(batch)
+        else:
+            with self._lock:
+                outputs = self.backend.run(batch)
+        order = self._order()
+        return outputs if order is None else [outputs[i] for i in order]
+
+    def _order(self) -> list[int] | None:
+        """Where each output the model was built with sits among the backend's, matched by name (a converter may
+        reorder a multi-output model's outputs: TFLite gave c4, c3, c5 for a c3-c5 backbone)."""
+        if not hasattr(self, "_output_order"):
+            wanted = [o.name for o in self.metadata.outputs] if self.metadata else []
+            have = list(self.backend.output_names)
+            order = None
+            if len(wanted) > 1 and have != wanted:
+                if not set(wanted) <= set(have):
+                    raise ModelFileError(f"{self.backend.path.name}: its outputs {have} cannot be matched by name to "
+                                         f"the ones the model was built with, {wanted}")
+                order = [have.index(name) for name in wanted]
+            self._output_order = order
+        return self._output_order
+
+    @property
+    def task(self) -> str:
+        """classifier, features or embedding (``ModelMetadata.kind``; a classifier when the artifact does not say)."""
+        return self.metadata.kind if self.metadata else "classifier"
+
+    @property
+    def output_names(self) -> list[str]:
+        """The outputs' names in the order the model was built (what :meth:`features` keys its maps by)."""
+        if self.metadata and self.metadata.outputs:
+            return [o.name for o in self.metadata.outputs]
+        return list(self.backend.output_names)
+
+    def _require(self, task: str, instead: str) -> None:
+        if self.task != task:
+            article = "an" if self.task[0] in "aeiou" else "a"
+            raise InvalidArgumentError(f"{self.backend.path.name} is {article} {self.task} model, not a {task}: {instead}")
+
+    def embed(self, inputs: Iterable[Any] | Any, batch_size: int = 32, color: str = "rgb", strict: bool = False,
+              skip_missing: bool = False, names: list[str] | None = None) -> np.ndarray:
+        """One vector per input (paths, folders, globs, PIL images, frames of any size, NHWC batches): ``(N, D)``
+        float32, in input order; ``names`` (a list) receives each row's source, unreadable files skipped."""
+        self._require("embedding", "use features() for feature maps, predict() for labels")
+        rows = []
+        for batch_names, batch in self.iter_batches(inputs, batch_size, color, strict, skip_missing=skip_missing):
+            rows.append(self._finite(self.run(batch)[0], batch_names))
+            if names is not None:
+                names.extend(batch_names)
+        if not rows:
+            raise DataError("no input could be read")
+        return np.concatenate(rows).astype(np.float32, copy=False)
+
+    def features(self, inputs: Iterable[Any] | Any, batch_size: int = 32, color: str = "rgb", strict: bool = False,
+                 skip_missing: bool = False, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Every feature map per input, by output name in the order built: ``{"c3": (N, H, W, C), ...}``."""
+        self._require("features", "use embed() for vectors, predict() for labels")
+        levels: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        for batch_names, batch in self.iter_batches(inputs, batch_size, color, strict, skip_missing=skip_missing):
+            for slot, output in enumerate(self.run(batch)):
+                levels[slot].append(self._finite(output, batch_names))
+            if names is not None:
+                names.extend(batch_names)
+        if not levels[0]:
+            raise DataError("no input could be read")
+        return {name: np.concatenate(parts) for name, parts in zip(self.output_names, levels, strict=True)}
+
+    def _finite(self, values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            raise ModelFileError(f"{self.backend.path.name}: the model returned NaN or inf for {int(bad.sum())} of "
+                                 f"{len(bad)} input(s) (first: {names[int(np.flatnonzero(bad)[0])]}); the artifact is "
+                                 "broken: check it with resnet-edge parity")
+        return values
 
     def __call__(self, batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
         outputs = self.run(batch)
@@ -261,6 +332,7 @@ class Predictor:
         """
         if top_k < 1:
             raise InvalidArgumentError("top-k must be at least 1")
+        self._require("classifier", "use embed() or features(), or predict --out FILE from the shell")
         result = PredictionRun()
         for names, batch in self.iter_batches(inputs, batch_size, color, strict, result.skipped,
                                               skip_missing=skip_missing):
@@ -271,6 +343,7 @@ class Predictor:
         """Top-k labelled predictions for an input batch (from :meth:`prepare`), one per row."""
         if top_k < 1:
             raise InvalidArgumentError("top-k must be at least 1")
+        self._require("classifier", "use embed() or features() for its outputs")
         outputs = self.run(batch)
         if len(outputs) != 1 or outputs[0].ndim != 2:
             raise InvalidArgumentError(
@@ -345,40 +418,6 @@ def load(
     raise DeviceError(f"no usable device for {row.name}: {'; '.join(errors) or 'none available'}")
 
 
-def predict_files(
-    path: str | os.PathLike[str], inputs: Sequence[Any], *, device: str = "auto", backend: str | None = None,
-    threads: int | None = None, top_k: int = 5, batch_size: int = 32, strict: bool = False,
-    skip_missing: bool = False, progress: Callable[[int, int], None] | None = None,
-    opened: Callable[[Predictor], None] | None = None,
-) -> PredictionRun:
-    """``resnet-edge predict``: top-k for every image among ``inputs`` (paths, folders, globs).
-
-    A path that does not exist is an error unless ``skip_missing``; unreadable files are skipped and listed
-    (``strict`` raises instead), and when none could be read that is an error too. ``progress(done, total)``
-    follows the batches; ``opened(predictor)`` is told which backend and device run them.
-    """
-    if not inputs:
-        raise InvalidArgumentError("give images, folders or globs to label")
-    items = [source for item in inputs for _, source in expand_input(item, skip_missing)]
-    if not items:
-        raise InvalidArgumentError(f"no images found in {' '.join(map(str, inputs))}")
-    result = PredictionRun()
-    with load(path, device=device, backend=backend, threads=threads) as predictor:
-        if opened is not None:
-            opened(predictor)
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            run = predictor.predict(chunk, top_k=top_k, batch_size=batch_size, strict=strict,
-                                    skip_missing=skip_missing)
-            result.predictions += run.predictions
-            result.skipped += run.skipped
-            if progress is not None:
-                progress(min(start + batch_size, len(items)), len(items))
-    if not result.predictions:
-        raise DataError(f"none of the {len(items)} input(s) could be read (first: {result.skipped[0]})")
-    return result
-
-
 def open_intermediates(path: str | os.PathLike[str]) -> Intermediates:
     """The artifact opened with its intermediate tensors readable (backends whose row has the hook)."""
     row = backend_for_file(path)
@@ -389,4 +428,4 @@ def open_intermediates(path: str | os.PathLike[str]) -> Intermediates:
 
 
 __all__ = ["Backend", "Prediction", "PredictionRun", "Predictor", "expand_input", "load", "open_intermediates",
-           "predict_files", "to_probabilities", "top_k_indices"]
+           "to_probabilities", "top_k_indices"]

@@ -30,6 +30,12 @@ def export(
     keep_best: Annotated[bool, typer.Option(help="With --max-drop: write the best artifact even when the budget is not met (exit code stays 2).")] = False,
     calib_report: Annotated[bool, typer.Option(help="int8: also calibrate on half the set and show how agreement and ranges change.")] = False,
     preprocessing: Annotated[str | None, typer.Option(help="For a model with no preprocessing inside (keras.applications): caffe, torch, tf or scale, put in front so the artifact takes RGB 0-255.")] = None,
+    task: Annotated[str | None, typer.Option(help="What the model is for, when its outputs do not say: classifier, "
+                                             "features or embedding (default: a softmax or labels make a "
+                                             "classifier, several or spatial outputs features, else an embedding).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Text file with one class label per line, for a model without "
+                                                "its own (keras.applications): as many as the model has outputs; "
+                                                "stored in the artifact.")] = None,
     as_json: JsonFlag = False,
     format_options: dict[str, Any] | None = None,
 ) -> None:
@@ -51,7 +57,8 @@ def export(
 
     results = export_formats(model, formats.split(","), out_path, calib_data=calib_data, calib_count=calib_count,
                              verify_data=verify_data, verify=verify, budget=budget, calib_report=calib_report,
-                             preprocessing=preprocessing, progress=None if as_json else say, on_result=show,
+                             preprocessing=preprocessing, labels=labels, task=task, progress=None if as_json else say,
+                             on_result=show,
                              **(format_options or {}))
     if as_json:
         summaries = [r.summary() for r in results]

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..metadata import RESIZE_DESCRIPTIONS
-from .common import RESIZE_HELP, JsonFlag, ResizeOption, app, out, parse_size, print_json, say
+from .common import RESIZE_HELP, JsonFlag, ResizeOption, app, out, parse_size, print_json, say, split_list
 
 
 @app.command()
@@ -23,17 +23,24 @@ def build(
     weights: Annotated[Path | None, typer.Option(help="Local .h5 / .weights.h5 weights, loaded by layer name.")] = None,
     labels: Annotated[Path | None, typer.Option(help="Text file with one class label per line.")] = None,
     resize: ResizeOption = "squash",
+    features: Annotated[str | None, typer.Option(help="A backbone instead of a classifier: its outputs, c1-c5, "
+                                                 "comma-separated in the order wanted (e.g. c3,c4,c5).")] = None,
+    pooling: Annotated[str | None, typer.Option(help="An embedding model instead of a classifier: avg or max "
+                                                "pooling of c5 (Keras' include_top=False, pooling=...).")] = None,
+    normalize: Annotated[bool, typer.Option(help="With --pooling: L2-normalise the embedding.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write a ResNet model file from a name and an input shape."""
+    """Write a ResNet model file: a classifier, a backbone (--features) or an embedding model (--pooling)."""
     from ..models.io import build_file
 
     summary = build_file(name, out_path, input_size=parse_size(input_size), classes=classes, head=head,
-                         preprocessing=preprocessing, weights=weights, labels=labels, resize=resize)
+                         preprocessing=preprocessing, weights=weights, labels=labels, resize=resize,
+                         features=split_list(features), pooling=pooling, normalize=normalize)
     if as_json:
         print_json(summary)
     else:
-        out.print(f"wrote {out_path} ({name}, {summary['parameters']:,} parameters)")
+        shapes = ", ".join(f"{o['name']} {'x'.join(map(str, o['shape']))}" for o in summary["outputs"])
+        out.print(f"wrote {out_path} ({name} {summary['task']}: {shapes}; {summary['parameters']:,} parameters)")
 
 
 @app.command()
@@ -44,28 +51,48 @@ def train(
     input_size: Annotated[str, typer.Option(help="Input side N or HxW (new models).")] = "32",
     epochs: Annotated[int, typer.Option(min=1)] = 5,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(help="Initial learning rate (cosine-decayed).")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (decayed by --schedule).")] = 1e-3,
+    schedule: Annotated[str, typer.Option(help="Learning rate over the epochs: cosine (to zero), step (/10 at half "
+                                          "and at three quarters) or constant.")] = "cosine",
+    patience: Annotated[int | None, typer.Option(min=1, help="Stop after N epochs without a better validation "
+                                                 "epoch (default: run every epoch; the best is kept anyway).")] = None,
     val_split: Annotated[float, typer.Option(help="Fraction held out for validation.")] = 0.2,
     head: Annotated[str, typer.Option(help="paper or seed (new models).")] = "paper",
     weights: Annotated[Path | None, typer.Option(help="Initial weights (.h5/.weights.h5), head skipped if it differs.")] = None,
     freeze_backbone: Annotated[bool, typer.Option(help="Train only the head (fine-tuning).")] = False,
+    unfreeze_at: Annotated[int | None, typer.Option(help="With --freeze-backbone: train the head alone for the first "
+                                                    "N epochs, then the whole network (BatchNormalization frozen) "
+                                                    "at a tenth of --lr.")] = None,
     flip: Annotated[bool, typer.Option(help="Random horizontal flips.")] = False,
     resize: Annotated[str | None, typer.Option(help=RESIZE_HELP + " Default: the model file's own, else squash.")] = None,
     seed: int = 0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train from scratch or fine-tune on an image folder or the built-in digits; writes the model atomically."""
+    """Train from scratch or fine-tune on an image folder or the built-in digits; writes the best epoch's model
+    atomically."""
     from ..train import train_file
 
     summary = train_file(model, data, out_path, input_size=parse_size(input_size), epochs=epochs,
                          batch_size=batch_size, learning_rate=lr, val_split=val_split, head=head, weights=weights,
                          freeze=freeze_backbone, flip=flip, resize=resize, seed=seed, verbose=0 if as_json else 1,
+                         schedule=schedule, patience=patience, unfreeze_at=unfreeze_at,
                          progress=None if as_json else say)
     if as_json:
         print_json(summary)
     else:
-        out.print(f"validation accuracy {summary['val_accuracy']:.2%} after {summary['epochs']} epochs "
-                  f"({summary['seconds']:.0f} s); wrote {out_path}")
+        out.print(_train_line(summary, out_path), markup=False)
+
+
+def _train_line(summary: dict[str, Any], out_path: Path) -> str:
+    """``best validation accuracy 78.12% at epoch 1 of 4; the last epoch had 25.00%, the best was written (9 s);
+    wrote m.keras``"""
+    line = (f"best validation accuracy {summary['best_val_accuracy']:.2%} at epoch {summary['best_epoch']} "
+            f"of {summary['epochs_run']}")
+    if summary["stopped_early"]:
+        line += f", stopped early ({summary['epochs']} planned; none better in the last {summary['patience']})"
+    if summary["final_val_accuracy"] < summary["best_val_accuracy"]:
+        line += f"; the last epoch had {summary['final_val_accuracy']:.2%}, the best was written"
+    return line + f" ({summary['seconds']:.0f} s); wrote {out_path}"
 
 
 @app.command()
@@ -93,7 +120,8 @@ def _rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if "parameters" in summary:
         rows += [("model", f"{summary['model']} ({summary['block']} blocks)" if summary["block"] else summary["model"]),
                  ("parameters", f"{summary['parameters']:,}"),
-                 ("FLOPs", f"{summary['macs'] / 1e9:.2f} G multiply-adds per image")]
+                 ("FLOPs", f"{summary['macs'] / 1e9:.2f} G multiply-adds per image" if summary["macs"] is not None
+                  else "unknown (the input size is not fixed)")]
     if "metadata" not in summary:
         return [*rows, ("metadata", "none embedded")]
     import json
@@ -114,6 +142,12 @@ def _rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                "linear": "logits (predict() applies the softmax in float)"}.get(metadata.output_activation or "")
     if outputs:
         rows.append(("output", outputs))
+    task = metadata.kind + (" (L2-normalised)" if metadata.normalized else "")
+    rows.insert(2 if "parameters" not in (r[0] for r in rows) else 5, ("task", task))
+    if metadata.outputs and metadata.kind != "classifier":
+        rows.append(("outputs", ", ".join(f"{o.name} {'x'.join(map(str, o.shape))}" + (f" (stride {o.stride})"
+                                                                                    if o.stride else "")
+                                          for o in metadata.outputs)))
     if metadata.extra.get("float_layers"):
         rows.append(("kept float", ", ".join(metadata.extra["float_layers"])))
     if metadata.input_quantization:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -42,12 +43,19 @@ def predict(
     max_frames: Annotated[int | None, typer.Option(min=1, help="With --source: stop after N frames.")] = None,
     live: Annotated[bool | None, typer.Option("--live/--no-live", metavar="", help="With --source: drop stale frames to stay "
                                               "current (default: cameras and URLs yes, files no).")] = None,
+    jsonl: Annotated[str | None, typer.Option("--jsonl", metavar="FILE|-", help="With --source: one JSON line per frame "
+                                              "(index, timestamp, capture_to_result_ms, labels, indices, scores), "
+                                              "written as frames come; - for stdout.")] = None,
+    save_video: Annotated[Path | None, typer.Option(help="With --source: write the clip (.mp4, .avi) with the top "
+                                                    "label, score and FPS drawn on each frame.")] = None,
     as_json: JsonFlag = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV rows (source,rank,label,index,score).")] = False,
     ray: RayOption = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="With --ray: folder of Parquet shards "
-                                                 "(path, labels, indices, scores, error; default predictions/); "
-                                                 "a rerun resumes it.")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", "-o", help="Write the answers to a file: .parquet (any "
+                                                "model), .npy (embeddings; paths in NAME.paths.txt), .npz, .csv or "
+                                                ".jsonl (a classifier's top-k), or a folder/ (one .npz per image, for "
+                                                "large feature maps). With --ray: the folder of Parquet shards "
+                                                "(default predictions/); a rerun resumes it.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="With --ray: model actors (default: one per GPU, "
                                                 "else one per CPU of the cluster).")] = None,
     shard_size: Annotated[int, typer.Option(min=1, help="With --ray: images per Parquet shard (the unit of resume).")] = 1024,
@@ -57,8 +65,14 @@ def predict(
         raise InvalidArgumentError("give images, folders or globs to label, or --source VIDEO|CAMERA")
     if as_json and as_csv:
         raise InvalidArgumentError("--json and --csv cannot be combined")
-    if ray is None and (out_dir is not None or workers is not None or shard_size != 1024):
-        raise InvalidArgumentError("--out, --workers and --shard-size apply only with --ray")
+    if source is None and (jsonl is not None or save_video is not None):
+        raise InvalidArgumentError("--jsonl and --save-video apply only with --source")
+    if ray is None and (workers is not None or shard_size != 1024):
+        raise InvalidArgumentError("--workers and --shard-size apply only with --ray")
+    if out_dir is not None and source is not None:
+        raise InvalidArgumentError("--out applies to images; with --source use --jsonl or --save-video")
+    if out_dir is not None and as_csv:
+        raise InvalidArgumentError("--csv prints the rows; to write them, give --out FILE.csv")
     if ray is not None:
         given = [flag for flag, used in (("--source", source is not None), ("--csv", as_csv), ("--strict", strict),
                                          ("--backend", backend is not None), ("--threads", threads is not None))
@@ -66,7 +80,7 @@ def predict(
         if given:
             raise InvalidArgumentError(f"{', '.join(given)} cannot be combined with --ray "
                                        "(each Ray worker runs one thread and writes Parquet)")
-        _predict_on_ray(model, inputs or [], ray, out_dir or Path("predictions"), device, top_k, batch_size,
+        _predict_on_ray(model, inputs or [], ray, Path(out_dir or "predictions"), device, top_k, batch_size,
                         workers, shard_size, as_json)
         return
 
@@ -75,18 +89,49 @@ def predict(
             say(f"{model.name}: {predictor.backend.name} on {predictor.device}")
 
     if source is not None:
-        _predict_video(model, source, device, backend, threads, top_k, max_frames, as_json, live, opened)
+        _predict_video(model, source, device, backend, threads, top_k, max_frames, as_json, live, opened, jsonl,
+                       save_video)
         return
     from rich.progress import Progress
 
-    from ..predictor import predict_files
+    from ..results import predict_images
 
     with Progress(console=err, transient=True, disable=as_json or as_csv or not err.is_terminal) as bar:
         task = bar.add_task("predicting", total=None)
-        run = predict_files(model, inputs or [], device=device, backend=backend, threads=threads, top_k=top_k,
-                            batch_size=batch_size, strict=strict, skip_missing=skip_missing, opened=opened,
-                            progress=lambda done, total: bar.update(task, completed=done, total=total))
-    _print_predictions(run.predictions, run.skipped, as_json, as_csv)
+        result = predict_images(model, inputs or [], out=out_dir, device=device, backend=backend, threads=threads,
+                                top_k=top_k, batch_size=batch_size, strict=strict, skip_missing=skip_missing,
+                                opened=opened, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if result.task != "classifier" and as_csv:
+        raise InvalidArgumentError(f"--csv prints a classifier's top-k; a {result.task} model's answers go to --out")
+    if as_json:
+        print_json(result.to_dict())
+    elif result.out is not None:
+        out.print(f"wrote {result.task} answers for {len(result.sources)} image(s) to {result.out}")
+    elif result.task == "classifier":
+        _print_predictions(result.predictions, [], False, as_csv)
+    else:
+        _print_shapes(result)
+    if result.skipped:
+        warn(f"skipped {len(result.skipped)} unreadable input(s), first: {result.skipped[0]}")
+
+
+def _print_shapes(result) -> None:
+    """A backbone's or an embedding's answers on screen: their shapes and a glimpse (the values go to --out)."""
+    table = Table()
+    table.add_column("input", overflow="fold")
+    if result.task == "embedding":
+        table.add_column(f"embedding ({result.vectors.shape[1]} values)")
+        for source, vector in zip(result.sources, result.vectors, strict=True):
+            table.add_row(source, f"|v| {float(np.linalg.norm(vector)):.3f}  " + " ".join(f"{v:.3f}" for v in vector[:6])
+                          + " …")
+    else:
+        for name in result.maps:
+            table.add_column(name)
+        for index, source in enumerate(result.sources):
+            table.add_row(source, *(f"{'x'.join(map(str, maps.shape[1:]))} mean {float(maps[index].mean()):.3f}"
+                                    for maps in result.maps.values()))
+    out.print(table)
+    out.print("(the values: --out FILE.parquet|.npy|.npz or --json)")
 
 
 def _predict_on_ray(model: Path, inputs: list[str], address: str, out_dir: Path, device: str, top_k: int,
@@ -130,26 +175,45 @@ def _print_predictions(predictions, skipped: list[str], as_json: bool, as_csv: b
 
 
 def _predict_video(model: Path, source: str, device: str, backend: str | None, threads: int | None, top_k: int,
-                   max_frames: int | None, as_json: bool, live: bool | None, opened) -> None:
-    from ..video import run_video_file
+                   max_frames: int | None, as_json: bool, live: bool | None, opened, jsonl: str | None = None,
+                   save_video: Path | None = None) -> None:
+    """Per frame: a line of text, or with ``--jsonl`` a JSON line (``-``: stdout, which then holds only those
+    lines); at the end the summary (``--json``: as one JSON document)."""
+    from contextlib import ExitStack
 
-    def show(frame) -> None:
-        if not as_json:
-            best = frame.prediction
-            labels = ", ".join(f"{label} ({score:.3f})" for label, score in zip(best.labels, best.scores, strict=True))
-            out.print(f"frame {frame.index}: {labels}  {frame.fps:.1f} FPS  {frame.capture_latency_ms:.1f} ms")
+    from ..video import JsonLines, run_video_file, video_codec
 
-    summary = run_video_file(model, source, device=device, backend=backend, threads=threads, top_k=top_k,
-                             max_frames=max_frames, live=live, on_frame=show, opened=opened)
+    lines_to_stdout = jsonl == "-"
+    if lines_to_stdout and as_json:
+        raise InvalidArgumentError("--jsonl - and --json both print to stdout: give --jsonl a file name")
+    if save_video is not None:
+        video_codec(save_video)
+    with ExitStack() as stack:
+        lines = None if jsonl is None else stack.enter_context(JsonLines(jsonl))
+
+        def show(frame) -> None:
+            if lines is not None:
+                lines(frame)
+            if not (as_json or lines_to_stdout):
+                best = frame.prediction
+                labels = ", ".join(f"{label} ({score:.3f})" for label, score in zip(best.labels, best.scores, strict=True))
+                out.print(f"frame {frame.index}: {labels}  {frame.fps:.1f} FPS  {frame.capture_latency_ms:.1f} ms")
+
+        summary = run_video_file(model, source, device=device, backend=backend, threads=threads, top_k=top_k,
+                                 max_frames=max_frames, live=live, on_frame=show, opened=opened, save_video=save_video)
     if as_json:
         print_json(dataclasses.asdict(summary))
-    else:
-        ending = "interrupted" if summary.interrupted else "done"
-        out.print(f"{ending}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} FPS, "
-                  f"steady {summary.steady_fps:.1f} FPS), {summary.dropped} dropped, "
-                  f"capture-to-result p50 {summary.latency_p50_ms:.1f} ms, "
-                  + ("capture beside the model" if summary.overlapped else
-                     "capture between model calls (the model's threads take every core; --threads N frees one)"))
+        return
+    report = say if lines_to_stdout else out.print
+    ending = "interrupted" if summary.interrupted else "done"
+    report(f"{ending}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.mean_fps:.1f} FPS, "
+           f"steady {summary.steady_fps:.1f} FPS), {summary.dropped} dropped, "
+           f"capture-to-result p50 {summary.latency_p50_ms:.1f} ms, "
+           + ("capture beside the model" if summary.overlapped else
+              "capture between model calls (the model's threads take every core; --threads N frees one)"))
+    for written in (jsonl if jsonl not in (None, "-") else None, summary.saved_video):
+        if written is not None:
+            report(f"wrote {written}")
 
 
 @app.command()

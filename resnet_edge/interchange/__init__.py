@@ -43,7 +43,12 @@ def build_onnx(job: ExportJob, precision: str, *, scheme: str = "u8s8", method: 
         job.progress(f"converting {job.metadata.model} to ONNX fp16 (opset {opset})")
         try:
             with quiet():
-                proto = float16.convert_float_to_float16(to_onnx_proto(job.model, opset), keep_io_types=True)
+                proto = to_onnx_proto(job.model, opset)
+                # the layout Transposes tf2onnx puts before a feature map's output stay float: converted, their
+                # declared output type (float) and the inferred one (float16) disagree and the checker refuses it
+                outputs = {o.name for o in proto.graph.output}
+                last = [n.name for n in proto.graph.node if set(n.output) & outputs and n.op_type == "Transpose"]
+                proto = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=last or None)
         except Exception as exc:
             raise ExportError(f"fp16 conversion failed: {type(exc).__name__}: {exc}"[:300]) from exc
         tools = (*ONNX_TOOLS, "onnxconverter-common")

@@ -32,6 +32,7 @@ HEADS = ("paper", "seed")
 POOLINGS = (None, "avg", "max")
 FEATURE_LEVELS = {"c1": "pool1_pool", "c2": "conv2", "c3": "conv3", "c4": "conv4", "c5": "conv5"}
 FEATURE_STRIDES = {"c1": 4, "c2": 4, "c3": 8, "c4": 16, "c5": 32}
+EMBEDDING = "embedding"  # the name of an embedding model's output
 
 
 @dataclass(frozen=True)
@@ -205,12 +206,17 @@ def build_resnet(
     preprocessing: str = "scale",
     classifier_activation: str | None = "softmax",
     weights: str | os.PathLike[str] | None = None,
+    normalize: bool = False,
 ):
     """Build a ResNet as a functional ``keras.Model`` that takes RGB pixels 0-255.
 
     ``features=("c2","c3","c4","c5")`` returns a multi-output backbone (strides 4/8/16/32);
     ``head`` is ``"paper"`` (GAP + softmax Dense) or ``"seed"`` (GAP, Dropout, Dense 1024, Dropout, Dense);
-    ``weights`` is a local ``.h5`` / ``.weights.h5`` file loaded by layer name.
+    ``include_top=False, pooling="avg"|"max"`` returns an embedding model (the pooled c5 vector, L2-normalised when
+    ``normalize``), with Keras' own ``include_top``/``pooling`` semantics; ``weights`` is a local ``.h5`` /
+    ``.weights.h5`` file, or a ``.keras`` model file (a trained classifier into a backbone), loaded by layer name.
+    Feature outputs are named by level (``c3``), an embedding ``embedding``: weightless identity layers, so layer
+    names and weight order stay those of ``keras.applications``.
     """
     spec = _check_name(name)
     shape = _check_shape(input_shape)
@@ -221,11 +227,18 @@ def build_resnet(
     if include_top and (not isinstance(num_classes, int) or num_classes < 1):
         raise InvalidArgumentError(f"number of classes must be at least 1, got {num_classes}")
     if features is not None:
+        features = tuple(features)
         unknown = [f for f in features if f not in FEATURE_LEVELS]
         if unknown or not features:
             raise InvalidArgumentError(
                 f"feature levels must be among {', '.join(FEATURE_LEVELS)}, got {', '.join(unknown) or 'none'}"
             )
+        if len(set(features)) != len(features):
+            raise InvalidArgumentError(f"feature levels repeat: {', '.join(features)}")
+        if include_top or pooling is not None:
+            raise InvalidArgumentError("features are a backbone's outputs: no classifier head and no pooling with them")
+    if normalize and (include_top or pooling is None):
+        raise InvalidArgumentError("L2 normalisation applies to an embedding (no head, with pooling avg or max)")
 
     inputs = keras.Input(shape=shape, name="input")
     x = preprocessing_block(inputs, preprocessing)
@@ -242,15 +255,16 @@ def build_resnet(
         levels[f"c{stage + 2}"] = x
 
     if features is not None:
-        outputs: Any = [levels[level] for level in features]
+        outputs: Any = [layers.Identity(name=level)(levels[level]) for level in features]
+        outputs = outputs[0] if len(outputs) == 1 else outputs
     elif include_top:
         outputs = _head(x, head, num_classes, classifier_activation)
-    elif pooling == "avg":
-        outputs = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        outputs = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    elif pooling is not None:
+        pooled = (layers.GlobalAveragePooling2D(name="avg_pool") if pooling == "avg"
+                  else layers.GlobalMaxPooling2D(name="max_pool"))(x)
+        outputs = (layers.UnitNormalization(name=EMBEDDING) if normalize else layers.Identity(name=EMBEDDING))(pooled)
     else:
-        outputs = x
+        outputs = layers.Identity(name="c5")(x)
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
         load_weights(model, weights)
@@ -260,20 +274,43 @@ def build_resnet(
 def load_weights(model, path: str | os.PathLike[str], skip_mismatch: bool = False) -> None:
     """Load a local weights file by layer name; a file that does not fit the model is a one-line error.
 
-    ``skip_mismatch`` leaves layers whose shapes differ (a new classifier head) at their initial values.
+    ``skip_mismatch`` leaves layers whose shapes differ (a new classifier head) at their initial values. A ``.keras``
+    model file (say a classifier trained with ``train``) gives its layers' weights to the layers of the same name
+    and shapes (a backbone or an embedding model built from it).
     """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: weights file not found")
+    if path.suffix == ".keras":
+        _weights_from_model(model, path)
+        return
     try:
-        if path.name.endswith(".weights.h5") or path.suffix == ".keras":
+        if path.name.endswith(".weights.h5"):
             model.load_weights(path, skip_mismatch=skip_mismatch)
         elif path.suffix in (".h5", ".hdf5"):
             model.load_weights(path, by_name=True, skip_mismatch=skip_mismatch)
         else:
-            raise ModelFileError(f"{path}: weights must be a .h5 or .weights.h5 file")
+            raise ModelFileError(f"{path}: weights must be a .h5, .weights.h5 or .keras file")
     except (ValueError, KeyError, OSError, TypeError) as exc:
         raise ModelFileError(f"{path}: weights do not match {model.name}: {first_line(exc)}") from exc
+
+
+def _weights_from_model(model, path: Path) -> None:
+    try:
+        source = keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: cannot load Keras model ({type(exc).__name__}: {first_line(exc)})") from exc
+    theirs = {layer.name: layer for layer in source.layers if layer.weights}
+    copied = 0
+    for layer in model.layers:
+        other = theirs.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        if [tuple(w.shape) for w in other.weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(other.get_weights())
+            copied += 1
+    if copied == 0:
+        raise ModelFileError(f"{path}: no layer of {source.name} fits {model.name} (names or shapes differ)")
 
 
 def count_macs(model) -> int:

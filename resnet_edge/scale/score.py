@@ -71,34 +71,45 @@ class ScoreActor:
         self.top_k, self.batch_size = top_k, batch_size
 
     def __call__(self, batch: dict[str, Any]) -> Any:
+        """One row per path, the columns of the model's task (``results``: top-k, ``embedding``, or one flattened
+        column per feature map), plus ``error`` for an unreadable image."""
         import pyarrow as pa
 
-        from ..preprocess import load_image
-
         paths = [str(p) for p in batch["path"]]
-        run = self.predictor.predict([Path(p) for p in paths], top_k=self.top_k, batch_size=self.batch_size)
-        found = {p.source: p for p in run.predictions}
-        labels, indices, scores, errors = [], [], [], []
-        for path in paths:
-            prediction = found.get(path)
-            if prediction is None:
-                try:  # only unreadable files land here: decode again for the reason
-                    load_image(path)
-                    reason = "unreadable"
-                except DataError as exc:
-                    reason = first_line(exc).removeprefix(f"{path}: ")
-            labels.append(prediction.labels if prediction else [])
-            indices.append(prediction.indices if prediction else [])
-            scores.append(prediction.scores if prediction else [])
-            errors.append(None if prediction else reason)
-        return pa.table({
-            "row": pa.array(batch["row"], pa.int64()),
-            "path": pa.array(paths, pa.string()),
-            "labels": pa.array(labels, pa.list_(pa.string())),
-            "indices": pa.array(indices, pa.list_(pa.int32())),
-            "scores": pa.array(scores, pa.list_(pa.float32())),
-            "error": pa.array(errors, pa.string()),
-        })
+        task = self.predictor.task
+        columns: dict[str, Any] = {"row": pa.array(batch["row"], pa.int64()), "path": pa.array(paths, pa.string())}
+        if task == "classifier":
+            run = self.predictor.predict([Path(p) for p in paths], top_k=self.top_k, batch_size=self.batch_size)
+            found = {p.source: p for p in run.predictions}
+            columns["labels"] = pa.array([found[p].labels if p in found else [] for p in paths], pa.list_(pa.string()))
+            columns["indices"] = pa.array([found[p].indices if p in found else [] for p in paths], pa.list_(pa.int32()))
+            columns["scores"] = pa.array([found[p].scores if p in found else [] for p in paths], pa.list_(pa.float32()))
+        else:
+            names: list[str] = []
+            try:
+                answers = (self.predictor.embed if task == "embedding" else self.predictor.features)(
+                    [Path(p) for p in paths], self.batch_size, names=names)
+            except DataError:
+                answers = None  # none of this batch could be read
+            arrays = {"embedding": answers} if task == "embedding" else answers or {}
+            for name in (self.predictor.output_names if task == "features" else ["embedding"]):
+                values = arrays.get(name)
+                by_path = {} if values is None else dict(zip(names, values.reshape(len(values), -1), strict=True))
+                columns[name] = pa.array([by_path.get(p, []) for p in paths], pa.list_(pa.float32()))
+            found = set(names)
+        columns["error"] = pa.array([None if p in found else _reason(p) for p in paths], pa.string())
+        return pa.table(columns)
+
+
+def _reason(path: str) -> str:
+    """Why an image was not answered: only unreadable files land here, so decode again for the reason."""
+    from ..preprocess import load_image
+
+    try:
+        load_image(path)
+    except DataError as exc:
+        return first_line(exc).removeprefix(f"{path}: ")
+    return "unreadable"
 
 
 def _manifest(artifact: Path, paths: Sequence[str], shard_size: int, top_k: int) -> dict[str, Any]:
@@ -173,8 +184,9 @@ def score(
 ) -> ScoreSummary:
     """Score every image of ``source`` with ``artifact`` on Ray, into ``out/part-NNNNN.parquet``.
 
-    Rows: ``row`` (position in the source), ``path``, ``labels``/``indices``/``scores`` (top-k, best first) and
-    ``error`` (why an image could not be read; its top-k lists are empty). A rerun into the same ``out`` skips
+    Rows: ``row`` (position in the source), ``path``, the answer columns of the model's task — a classifier's
+    ``labels``/``indices``/``scores`` (top-k, best first), an embedding's ``embedding``, a backbone's one
+    flattened column per feature map — and ``error`` (why an image could not be read; its answer lists are empty). A rerun into the same ``out`` skips
     the shards already written. ``address`` is a Ray cluster (None or ``local`` starts one on loopback).
     The artifact is loaded once here first, so a broken model fails in one line before Ray starts; the manifest
     (``_scoring.json``) is written once a worker has returned rows, and a run that fails before its first shard

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +21,26 @@ from .container import read_tflite_bytes
 def tensor_quantization(detail: dict) -> Quantization | None:
     scale, zero_point = detail["quantization"]
     return Quantization(float(scale), int(zero_point)) if scale else None
+
+
+def signature_outputs(interpreter: Any) -> list[dict]:
+    """The output tensors in the order the Keras model returned them: the serving signature names them
+    ``output_0``, ``output_1``... in that order, while the flatbuffer's own output list may be reordered (a c3-c5
+    backbone came out c4, c3, c5). Without a signature, the flatbuffer's order."""
+    details = interpreter.get_output_details()
+    try:
+        signatures = interpreter.get_signature_list()
+        key = next(iter(signatures))
+        named = interpreter.get_signature_runner(key).get_output_details()
+    except (StopIteration, ValueError, RuntimeError, AttributeError):
+        return details
+    numbered = {key: re.fullmatch(r"output_(\d+)", key) for key in named}
+    if not all(numbered.values()):
+        return details
+    keys = sorted(named, key=lambda key: int(numbered[key].group(1)))
+    by_index = {d["index"]: d for d in details}
+    ordered = [by_index.get(named[k]["index"]) for k in keys]
+    return ordered if len(ordered) == len(details) and all(ordered) else details
 
 
 class TFLiteBackend(Backend):
@@ -50,8 +71,10 @@ class TFLiteBackend(Backend):
         self.input_index = detail["index"]
         _, height, width, channels = (int(v) for v in detail["shape"])
         self.input_spec = InputSpec(height, width, channels, np.dtype(detail["dtype"]).name, tensor_quantization(detail))
-        self.outputs = [(o["index"], tensor_quantization(o)) for o in self.interpreter.get_output_details()]
-        self.output_names = [o["name"] for o in self.interpreter.get_output_details()]
+        details = signature_outputs(self.interpreter)
+        self.outputs = [(o["index"], tensor_quantization(o)) for o in details]
+        built = [o.name for o in self.metadata.outputs] if self.metadata else []
+        self.output_names = built if len(built) == len(details) else [o["name"] for o in details]
         self.batch_size = int(detail["shape"][0])
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
