@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO := out/demo
+TEST_WORKERS ?= 2  # pytest-xdist workers, one test file each at a time: CLI calls and Ray waits overlap on 2 cores
 FORMATS = $(shell $(BIN)/resnet-edge formats --cpu --names)  # every format whose runtime runs on a CPU (the registry's rows)
 
 .PHONY: install demo test test-fast bench bench-scale lint clean
@@ -28,10 +29,10 @@ demo: install
 	$(BIN)/resnet-edge optimize $(DEMO)/resnet18_digits.keras --formats $(FORMATS) --max-drop 1 --out $(DEMO)/optimized
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results

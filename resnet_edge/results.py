@@ -235,9 +235,9 @@ def predict_images(
     target = None if out is None else Path(out)
     with load(artifact, device=device, backend=backend, threads=threads) as predictor:
         result = ImagesResult(predictor.task, out=target)
-        if opened is not None:
-            opened(predictor)
         sink = None if target is None else _sink(target, predictor, str(out).endswith(("/", os.sep)))
+        if opened is not None:  # after the output is known to suit the task: a refusal is the only line
+            opened(predictor)
         kept: dict[str, list[np.ndarray]] = {}
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -30,14 +30,18 @@ def output_infos(model) -> tuple[OutputInfo, ...]:
     return tuple(infos)
 
 
+CLASSIFIER_OUTPUT = "predictions"  # keras.applications' and build_resnet's classifier head
+
+
 def infer_task(outputs: Sequence[OutputInfo], activation: str | None, labels: Sequence[str] | None) -> str:
-    """What a model is for, from its outputs: labels or a softmax make a classifier, several or spatial outputs
-    features, one flat output an embedding (say ``task`` when a logits classifier comes without labels)."""
+    """What a model is for, from its outputs: labels, a softmax or a head named ``predictions`` (the name Keras
+    and ``build_resnet`` give a classifier's Dense, logits too) make a classifier, several or spatial outputs
+    features, one other flat output an embedding (say ``task`` when a foreign logits classifier has no labels)."""
     if labels or activation == "softmax":
         return "classifier"
     if len(outputs) != 1 or len(outputs[0].shape) != 1:
         return "features"
-    return "embedding"
+    return "classifier" if outputs[0].name == CLASSIFIER_OUTPUT else "embedding"
 
 
 def describe(model, labels: Sequence[str] | None = None, resize: str = "squash",

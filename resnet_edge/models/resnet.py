@@ -199,7 +199,7 @@ def build_resnet(
     name: str = "resnet50",
     input_shape: tuple[int, int, int] = (224, 224, 3),
     num_classes: int = 1000,
-    include_top: bool = True,
+    include_top: bool | None = None,
     features: tuple[str, ...] | None = None,
     head: str = "paper",
     pooling: str | None = None,
@@ -219,6 +219,7 @@ def build_resnet(
     names and weight order stay those of ``keras.applications``.
     """
     spec = _check_name(name)
+    include_top = features is None if include_top is None else include_top  # features= alone means a backbone
     shape = _check_shape(input_shape)
     if head not in HEADS:
         raise InvalidArgumentError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
