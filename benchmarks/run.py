@@ -13,10 +13,11 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench_models import FULL, QUICK, Settings, digits_model, photos_resnet50, say
 from camera import measure_camera, print_camera
 
 from resnet_edge.atomic import atomic_path
@@ -27,27 +28,6 @@ from resnet_edge.registry import FORMATS, REFERENCE, cpu_formats
 from resnet_edge.report import format_table, machine_description, write_reports
 
 RESNET50_FORMATS = tuple(cpu_formats())  # every format whose runtime runs on a CPU, from the registry's rows
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How long to measure and how many images to calibrate and check with."""
-
-    min_time_s: float
-    warmup: int
-    calib_count: int
-    parity_count: int
-    epochs: int
-    photo_parity_count: int = 400
-
-
-FULL = Settings(min_time_s=5.0, warmup=10, calib_count=300, parity_count=500, epochs=5)
-QUICK = Settings(min_time_s=0.5, warmup=3, calib_count=30, parity_count=100, epochs=1)
-
-
-def say(message: str) -> None:
-    """Progress on stderr with a timestamp, so stdout stays the tables."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _p50(rows: list[FormatRow], name: str) -> float | None:
@@ -116,43 +96,12 @@ def int8_parity(rows: list[FormatRow]) -> dict[str, Any]:
     return {r.format: {k: r.parity.get(k) for k in keys} for r in rows if r.precision == "int8" and r.parity}
 
 
-TRAIN_EPOCHS = 3
-
-
-def train_on_photos(model, images, labels, epochs: int) -> float:
-    """Train the whole network briefly to tell the photos apart (their classes are the first of its 1000 outputs);
-    returns the training accuracy. No trained ResNet-50 can be had here, and a random-init one is never confident,
-    so top-1 agreement would go untested: a trained model has image-dependent features and confident answers.
-    (A random backbone with a fitted head is no substitute: its decisions rest on feature differences below one
-    int8 step, which no 8-bit model can keep; measured: int8 top-1 agreement 17 %.)"""
-    import keras
-    import numpy as np
-
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(images.astype(np.float32), labels, epochs=epochs, batch_size=16, shuffle=True, verbose=0)
-    return float(history.history["accuracy"][-1])
-
-
 def resnet50(out: Path, settings: Settings, machine: dict, command: str) -> dict[str, Any]:
     """(a) ResNet-50 @224 with a 1000-class softmax head, trained briefly on the calibration photos: export the four
     CPU formats, check each against the Keras model on crops of real photos outside the calibration set, and time
     batch 1."""
-    from resnet_edge.data import load_photos
-    from resnet_edge.models import build_resnet
-    from resnet_edge.models.io import save_model
 
-    model_path = out / "models" / "resnet50_224_photos.keras"
-    if not model_path.exists():
-        import keras
-
-        keras.utils.set_random_seed(0)
-        model = build_resnet("resnet50", (224, 224, 3), num_classes=1000)
-        photos = load_photos((224, 224))
-        seen = photos.subset(photos.sample_indices(settings.calib_count))  # run_all's calibration images, no others
-        say(f"training ResNet-50 @224 on {len(seen)} photo crops for {TRAIN_EPOCHS} epochs")
-        accuracy = train_on_photos(model, seen.images, seen.labels, TRAIN_EPOCHS)
-        say(f"training accuracy {accuracy:.2%}")
-        save_model(model, model_path)
+    model_path = photos_resnet50(out, settings)
     rows = run_all(model_path, out / "artifacts" / "resnet50_224", formats=RESNET50_FORMATS, data="photos",
                    batch_size=1, min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
                    parity_count=settings.photo_parity_count, progress=say, variants=True)
@@ -256,16 +205,18 @@ def feature_extractors(out: Path, settings: Settings, machine: dict, command: st
 
             keras.utils.set_random_seed(0)
             build_file("resnet50", model_path, input_size=(size, size), **kind)
+        small = size > 224  # at 640 px every image costs 8x: fewer images calibrate and verify (stated in the title)
         rows = run_all(model_path, out / "artifacts" / name, formats=RESNET50_FORMATS, data="photos", batch_size=1,
-                       min_time_s=settings.min_time_s, warmup=settings.warmup, calib_count=settings.calib_count,
-                       parity_count=min(settings.photo_parity_count, 200), progress=say)
+                       min_time_s=settings.min_time_s, warmup=settings.warmup,
+                       calib_count=min(settings.calib_count, 100 if small else 300),
+                       parity_count=min(settings.photo_parity_count, 100 if small else 200), progress=say)
         summary = ratios(rows)
         summary["statuses"] = {r.format: r.status for r in rows}
         summary["parity"] = {r.format: {k: (r.parity or {}).get(k) for k in
                                         ("passed", "cosine", "worst_level", "recall_at_1", "recall_at_5", "levels")}
                              for r in rows if r.parity}
         title = (f"ResNet-50 {'c3-c5 backbone @640' if size == 640 else 'embedding @224 (avg, L2)'}, batch 1; "
-                 "parity on photo crops outside the calibration set")
+                 f"calibrated on {100 if small else 300} photo crops, parity on {100 if small else 200} others")
         summary["reports"] = _publish(rows, out / name, title, machine, command)
         _print_ratios(title, summary)
         summary["predictor_overhead"] = predictor_overhead(rows, settings, size)
@@ -297,25 +248,6 @@ def embeddings_per_second(rows: list[FormatRow], out: Path, load_photos) -> dict
         rates[row.format] = len(result.sources) / (time.perf_counter() - started)
         print(f"  embeddings per second, {row.format:<14} {rates[row.format]:7.1f} (96 JPEGs of 640x480, end to end)")
     return rates
-
-
-def digits_model(out: Path, settings: Settings, quick: bool) -> Path:
-    """The trained ResNet-18 on digits @32: reused when present, else trained and saved (not committed)."""
-    full = out / "resnet18_digits.keras"
-    path = out / "models" / "resnet18_digits_quick.keras" if quick and not full.exists() else full
-    if path.exists():
-        return path
-    from resnet_edge.data import load_digits
-    from resnet_edge.models import build_resnet
-    from resnet_edge.models.io import describe, save_model
-    from resnet_edge.train import train
-
-    data = load_digits((32, 32))
-    model = build_resnet("resnet18", (32, 32, 3), num_classes=len(data.class_names))
-    say(f"training resnet18 on digits @32 for {settings.epochs} epoch(s)")
-    result = train(model, data, epochs=settings.epochs, verbose=0)
-    say(f"validation accuracy {result.val_accuracy:.2%} after {result.seconds:.0f} s")
-    return save_model(model, path, describe(model, labels=data.class_names))
 
 
 def resnet18_digits(out: Path, settings: Settings, machine: dict, command: str, quick: bool) -> dict[str, Any]:
@@ -351,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                                "machine": machine, "resnet50_224": None}
     if not args.quick:
         summary["resnet50_224"] = resnet50(args.out, settings, machine, command)
+        from quantizer import compare_quantizers  # benchmarks/quantizer.py: tflite-int8's two quantizers
+
+        summary["tflite_int8_quantizers"] = compare_quantizers(args.out, settings)
         summary["feature_extractors"] = feature_extractors(args.out, settings, machine, command)
     summary["resnet18_digits"] = resnet18_digits(args.out, settings, machine, command, args.quick)
     with atomic_path(args.out / "summary.json") as tmp:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import FULL, QUICK, digits_model, say
+from bench_models import FULL, QUICK, digits_model, say
 
 from resnet_edge.atomic import atomic_path
 from resnet_edge.report import machine_description

@@ -11,14 +11,16 @@ from resnet_edge.predictor import load
 
 pytestmark = pytest.mark.slow
 
-# (format, options, suffix): every int8 path, including the Q/DQ ONNX that TensorRT int8 is built from
-INT8 = {"onnx-int8": ({}, ".onnx"), "onnx-int8-s8s8": ({"scheme": "s8s8"}, ".onnx"), "tflite-int8": ({}, ".tflite")}
+# name: (format, options, suffix): every int8 path, including the Q/DQ ONNX that TensorRT int8 is built from and
+# both TFLite quantizers (LiteRT Quantizer, the default, and TensorFlow's MLIR quantizer)
+INT8 = {"onnx-int8": ("onnx-int8", {}, ".onnx"), "onnx-int8-s8s8": ("onnx-int8", {"scheme": "s8s8"}, ".onnx"),
+        "tflite-int8": ("tflite-int8", {}, ".tflite"),
+        "tflite-int8-mlir": ("tflite-int8", {"quantizer": "mlir"}, ".tflite")}
 
 
 def _export(model, name: str, path_stem, calibration, **extra):
-    options, suffix = INT8[name]
-    return export(model, name.removesuffix("-s8s8"), path_stem.with_suffix(suffix), calibration=calibration,
-                  **options, **extra)
+    fmt, options, suffix = INT8[name]
+    return export(model, fmt, path_stem.with_suffix(suffix), calibration=calibration, **options, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def random_wide():
     return build_resnet("resnet18", (32, 32, 3), num_classes=1000)
 
 
-@pytest.mark.parametrize("name", INT8)
+@pytest.mark.parametrize("name", [name for name in INT8 if name != "tflite-int8-mlir"])  # the variant: below
 def test_in_graph_int8_softmax_collapses_and_logits_out_passes(name, random_wide, calibration_set, tmp_path) -> None:
     with pytest.raises(ParityError, match="cosine"):
         _export(random_wide, name, tmp_path / "softmax", calibration_set, int8_softmax=True)
@@ -81,5 +83,7 @@ def test_a_model_ending_in_a_softmax_layer_exports_logits(calibration_set, tmp_p
     x = keras.layers.Dense(1000)(x)
     outputs = keras.layers.Softmax()(x)
     model = keras.Model(inputs, outputs, name="plain")
-    result = export(model, "tflite-int8", tmp_path / "plain.tflite", calibration=calibration_set)
-    assert result.metadata.output_activation == "linear" and result.parity.compared == "logits"
+    for quantizer in ("litert", "mlir"):
+        result = export(model, "tflite-int8", tmp_path / f"plain_{quantizer}.tflite", calibration=calibration_set,
+                        quantizer=quantizer)
+        assert result.metadata.output_activation == "linear" and result.parity.compared == "logits"

@@ -17,7 +17,7 @@ from resnet_edge.registry import FEATURES, FORMATS
 SAMPLES = {"opset": 18, "int8_softmax": True, "float_layers": "conv1_conv", "scheme": "s8s8",
            "calib_method": "entropy", "io": "uint8", "precision": "fp16", "workspace": 512, "batch": "1,2,4",
            "dla_core": 0, "timing_cache": "cache.bin", "hardware_compatibility": True, "inference_precision": "bf16",
-           "method": "nncf", "storage": "bf16", "winograd": "on"}
+           "method": "nncf", "storage": "bf16", "winograd": "on", "quantizer": "mlir"}
 ALL_OPTIONS = sorted({name for fmt in FORMATS.values() for name in fmt.options})
 
 

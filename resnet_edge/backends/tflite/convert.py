@@ -1,24 +1,41 @@
 """TFLite float32, float16-weight and full-integer int8 models through ``TFLiteConverter.from_keras_model``.
 
 (``from_concrete_functions`` once produced a variable-weight file that returned NaN: see DESIGN.md.)
-int8 takes the converter's calibrated float model, records the ranges with ``calibration.tflite`` and
-quantizes with the converter's own MLIR quantizer: the same file the stock path writes from the same
-ranges, several times faster, without TFLite's in-place range bug. A classifier's final softmax is cut
-off before conversion (int8 logits come out with their own scale) unless ``int8_softmax``; ``float_layers``
-names Keras layers whose ops the quantizer leaves in float.
+int8 has two quantizers (``quantizer``), both given the true min/max of every tensor over the whole calibration
+set, both writing per-channel int8 weights and int8 activations with int8 (or uint8) input and output:
+
+* ``litert`` (the default): LiteRT Quantizer (``litert-quantizer``, recipe ``static_wi8_ai8``) quantizes the
+  float ``.tflite`` the converter writes; no TensorFlow-private entry point, and the quantization step itself
+  needs no TensorFlow. It measured as good as ``mlir`` and cheaper (benchmarks/README.md, "TFLite int8: which
+  quantizer").
+* ``mlir``: the converter's calibrated float model, ranges recorded with ``calibration.record_ranges`` and
+  quantized by the converter's own MLIR quantizer (``mlir_quantize``, a private TensorFlow function): the file
+  the stock path writes from the same ranges, without TFLite's in-place range bug.
+
+A classifier's final softmax is cut off before conversion (int8 logits come out with their own scale) unless
+``int8_softmax``; ``float_layers`` names Keras layers whose ops the quantizer leaves in float.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
+from collections.abc import Sequence
+
 from ..._lazy import import_tensorflow, lazy_import
+from ..._memo import KeepLast
 from ..._quiet import quiet
-from ...errors import ExportError, InvalidArgumentError, ResnetEdgeError
+from ...errors import ExportError, InvalidArgumentError, MissingDependencyError, ResnetEdgeError
 from ...metadata import ModelMetadata, tool_versions
 from ...runtime import ExportJob, calibration_extra, ends_in_logits
 from .backend import tensor_quantization
 from .container import embed_tflite
 
 IO_TYPES = ("int8", "uint8")
+QUANTIZERS = ("litert", "mlir")  # the first is the default (benchmarks/README.md, "TFLite int8: which quantizer")
+LITERT_INSTALL = "pip install 'resnet-edge[tflite]'"
+
+_float_models = KeepLast()  # the last float .tflite LiteRT Quantizer started from (the --max-drop rounds reuse it)
 
 
 def make_converter(model, precision: str, calibration=None, io_type: str = "int8"):
@@ -63,6 +80,64 @@ def quantize(calibrated: bytes, io_type: str, denylisted: list[str] | None = Non
     return deduplicate_readonly_buffers(quantized)
 
 
+def require_litert_quantizer() -> None:
+    """LiteRT Quantizer importable, or a one-line error naming the install line (checked before any work)."""
+    try:
+        importlib.import_module("litert_quantizer.quantizer")
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"tflite-int8 --quantizer litert needs LiteRT Quantizer ({exc.name or 'litert_quantizer'} missing): "
+            f"{LITERT_INSTALL} (or export with --quantizer mlir)") from exc
+
+
+def float_tflite(model) -> bytes:
+    """The Keras model as a float32 ``.tflite``; the last one is kept, so rebuilding an int8 file from the same model
+    (the ``--max-drop`` rounds, each with more layers float) converts it once."""
+    from ...models.reference import model_digest
+
+    def build() -> bytes:
+        with quiet():
+            return make_converter(model, "fp32").convert()
+
+    return _float_models.get(model_digest(model), build)
+
+
+def litert_quantize(float_model: bytes, calibration, io_type: str = "int8", keep_float: Sequence[str] = (),
+                    threads: int | None = None) -> bytes:
+    """Full-integer int8 by LiteRT Quantizer: int8 activations (per tensor, asymmetric), int8 weights per channel.
+
+    ``keep_float`` are output tensor names whose ops stay float (a DEQUANTIZE before them, a QUANTIZE after; the
+    last op kept float makes the output float32); ``io_type`` uint8 puts uint8<->int8 QUANTIZE ops at the edges.
+    """
+    from .calibration import litert_ranges
+
+    if io_type not in IO_TYPES:
+        raise InvalidArgumentError(f"--io must be one of {', '.join(IO_TYPES)}, not {io_type!r}")
+    require_litert_quantizer()
+    quantizer = importlib.import_module("litert_quantizer.quantizer")
+    recipes = importlib.import_module("litert_quantizer.recipe")
+    qtyping = importlib.import_module("litert_quantizer.qtyping")
+    algorithms = importlib.import_module("litert_quantizer.algorithm_manager")
+
+    job = quantizer.Quantizer(float_model)
+    job.load_quantization_recipe(recipes.static_wi8_ai8())
+    for name in keep_float:  # matched against an op's output names joined by ";", plus a final ";"
+        job.update_quantization_recipe(regex=f"^{re.escape(name)};$",
+                                       operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                       algorithm_key=algorithms.AlgorithmName.NO_QUANTIZE)
+    if io_type == "uint8":
+        edge = qtyping.OpQuantizationConfig(
+            activation_tensor_config=qtyping.TensorQuantizationConfig(
+                num_bits=8, symmetric=False, dtype=qtyping.TensorDataType.UINT),
+            compute_precision=qtyping.ComputePrecision.INTEGER)
+        for operation in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+            job.update_quantization_recipe(regex=".*", operation_name=operation, op_config=edge)
+    ranges = litert_ranges(float_model, calibration, threads)
+    with quiet():
+        result = job.quantize(calibration_result=ranges, enable_progress_report=False)
+    return bytes(result.quantized_model)
+
+
 def ops_of_layers(flatbuffer: bytes, model, float_layers: tuple[str, ...]) -> list[str]:
     """Output tensor names of the ops in ``flatbuffer`` that compute the given Keras layers."""
     from ...models.naming import keras_layers, layer_of
@@ -82,18 +157,29 @@ def convert(job: ExportJob) -> ModelMetadata:
     precision = job.format.precision
     io_type = job.options.get("io", "int8")
     float_layers = tuple(job.options.get("float_layers") or ())
+    quantizer = (job.options.get("quantizer") or QUANTIZERS[0]) if precision == "int8" else None
+    if quantizer == "litert":
+        require_litert_quantizer()
     logits = ends_in_logits(job)
     source = logits_model(job.model) if logits else job.model
-    converter = make_converter(source, precision, job.calibration, io_type)
     job.progress(f"converting {job.metadata.model} to {job.format.name}")
     try:
-        with quiet():
-            flatbuffer = converter.convert()
-        if precision == "int8":
-            job.progress(f"calibrating TFLite int8 on {len(job.calibration)} images")
-            calibrated = record_ranges(flatbuffer, job.calibration)
-            denylisted = ops_of_layers(calibrated, job.model, float_layers) if float_layers else None
-            flatbuffer = quantize(calibrated, io_type, denylisted)
+        if precision == "fp32":
+            flatbuffer = float_tflite(source)
+        elif quantizer == "litert":
+            float_model = float_tflite(source)
+            job.progress(f"calibrating and quantizing with LiteRT Quantizer on {len(job.calibration)} images")
+            keep_float = ops_of_layers(float_model, job.model, float_layers) if float_layers else ()
+            flatbuffer = litert_quantize(float_model, job.calibration, io_type, keep_float)
+        else:
+            converter = make_converter(source, precision, job.calibration, io_type)
+            with quiet():
+                flatbuffer = converter.convert()
+            if precision == "int8":
+                job.progress(f"calibrating TFLite int8 on {len(job.calibration)} images")
+                calibrated = record_ranges(flatbuffer, job.calibration)
+                denylisted = ops_of_layers(calibrated, job.model, float_layers) if float_layers else None
+                flatbuffer = quantize(calibrated, io_type, denylisted)
     except ResnetEdgeError:
         raise
     except Exception as exc:
@@ -109,8 +195,10 @@ def convert(job: ExportJob) -> ModelMetadata:
         input_quantization=tensor_quantization(model_input),
         output_quantization=tensor_quantization(outputs[0]) if len(outputs) == 1 else None,
         output_activation="linear" if logits else job.metadata.output_activation,
-        tools=tool_versions("resnet-edge", "tensorflow", "keras", "ai-edge-litert"),
-        extra={"calib_method": "minmax", **calibration_extra(job, float_layers)} if precision == "int8" else {},
+        tools=tool_versions("resnet-edge", "tensorflow", "keras", "ai-edge-litert",
+                            *(("litert-quantizer",) if quantizer == "litert" else ())),
+        extra={"calib_method": "minmax", "quantizer": quantizer, **calibration_extra(job, float_layers)}
+        if precision == "int8" else {},
     )
     job.output.write_bytes(embed_tflite(flatbuffer, metadata))
     return metadata
