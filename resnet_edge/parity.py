@@ -470,17 +470,18 @@ class Comparison:
 
     def __init__(self, reference: Any, candidate: Any, *, precision: str | None = None, name: str | None = None,
                  batch_size: int = 32) -> None:
-        from .models.reference import matching_reference, model_digest
-
         metadata = candidate.metadata
         self.candidate, self.batch_size = candidate, batch_size
         self.task, self.names = candidate.task, tuple(candidate.output_names)
         self.logits = self.task == "classifier" and (metadata.output_activation if metadata else None) == "linear"
         keras_model = keras_model_of(reference)
-        self.keras_model = None if keras_model is None else matching_reference(
-            keras_model, metadata.output_activation if metadata else None)
+        self.keras_model = self._digest = None
+        if keras_model is not None:  # only then Keras: saved reference outputs are compared without TensorFlow
+            from .models.reference import matching_reference, model_digest
+
+            self.keras_model = matching_reference(keras_model, metadata.output_activation if metadata else None)
+            self._digest = model_digest(self.keras_model)
         self.reference = None if self.keras_model is not None else reference
-        self._digest = None if self.keras_model is None else model_digest(self.keras_model)
         self.info = Candidate(name or Path(candidate.path).name, str(candidate.path),
                               precision or (metadata.precision if metadata else "fp32"),
                               tuple(metadata.labels) if metadata else (), calibration_images_of(metadata),

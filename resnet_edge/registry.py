@@ -87,7 +87,11 @@ class BackendEntry:
     beside the ``.xml``). Hooks, ``"module:function"`` each: ``intermediates`` ``(path) -> runtime.Intermediates``
     opens an artifact with its intermediate tensors readable (the layer-wise diagnosis, ``--max-drop``);
     ``activation_scales`` ``(path) -> {tensor: scale}`` reads an int8 artifact's activation scales
-    (``--calib-report``). ``tools`` are the distributions whose versions a report lists.
+    (``--calib-report``). ``tools`` are the distributions whose versions a report lists. ``probe``
+    ``() -> dict`` says what this machine really gives the runtime (``resnet-edge doctor``): ``devices`` {device:
+    {"ok": bool, "detail": str}} from a real one-node run or a real device query, ``facts`` (versions, libraries),
+    ``missing`` (install lines), ``exports`` {format: why it cannot be exported here}, ``selftest`` {format: [{"options":
+    {...}, "devices": [...]}]} (the hardware paths ``doctor --selftest`` adds: precisions, a DLA core).
     """
 
     name: str
@@ -105,6 +109,7 @@ class BackendEntry:
     description: str = ""
     needs: str = "its runtime"
     tools: tuple[str, ...] = ()
+    probe: str | None = None
 
     @property
     def runs_on_cpu(self) -> bool:

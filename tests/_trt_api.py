@@ -28,12 +28,15 @@ from _trt_fakes import Fake
 from packaging.tags import sys_tags
 from packaging.utils import parse_wheel_filename
 
-TENSORRT = ("11.4.0.106", "10.3.0")
-"""The newest TensorRT 11, and the TensorRT 10 that JetPack 6 ships."""
+TENSORRT = ("11.4.0.106", "10.16.1.11", "10.13.3.9", "10.3.0")
+"""The TensorRT versions users have, each as published on PyPI (cp311/cp312, x86_64): the newest TensorRT 11 (desktop;
+AGX Orin and Thor from JetPack 7.2.2), 10.16 (JetPack 7.2), 10.13 (JetPack 7.0/7.1, Thor) and 10.3 (JetPack 6.x)."""
 CUDA = (("cuda-bindings", "13.5.0", "cuda.bindings.runtime"), ("cuda-bindings", "12.9.4", "cuda.bindings.runtime"),
-        ("cuda-python", "12.6.0", "cuda.cudart"))
-"""(package, version, runtime module): what ``cuda-python>=12`` installs today, the newest for CUDA 12, and the
-last cuda-python before cuda-bindings, whose only runtime module is the ``cuda.cudart`` the project falls back to."""
+        ("cuda-python", "12.6.2.post1", "cuda.bindings.runtime"), ("cuda-python", "12.6.0", "cuda.cudart"))
+"""(package, version, runtime module): what the ``tensorrt`` and ``jetpack7`` extras install (CUDA 13), the newest
+for CUDA 12 (``tensorrt-cu12``), what the ``jetpack6`` extra installs (``cuda-python>=12.6,<12.7``: JetPack 6's CUDA
+12.6), and the last cuda-python before cuda-bindings, whose only runtime module is the ``cuda.cudart`` the project
+falls back to."""
 CUDA_PATHFINDER = "1.9.0"
 """cuda-bindings imports it to find the CUDA libraries; satisfies both cuda-bindings versions above."""
 SOURCES = (".c", ".cpp", ".h", ".pxd", ".pyx")

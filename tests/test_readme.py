@@ -142,6 +142,8 @@ ADDED_OPTIONS: list[tuple[str, str, str, object, str]] = [  # (command, option, 
     ("optimize", "--min-time-s", "0.2", None, "short timing"),
     ("optimize", "--n", SMALL, None, "few parity images"),
     ("serve", "--port", "{port}", None, "a free port"),
+    ("doctor", "--formats", "onnx,tflite-int8", _has("--selftest"), "two formats, one float and one int8 (the "
+     "whole self-test runs in tests/test_doctor.py)"),
 ]
 OUTPUT_OPTIONS = ("--out", "-o", "--save-outputs", "--save-video", "--jsonl")  # their values are written, not read: no stand-in
 DATA_SUFFIXES = frozenset({".keras", ".h5", ".onnx", ".tflite", ".engine", ".plan", ".xml", ".bin", ".npz", ".npy",
@@ -185,6 +187,8 @@ NOT_RUN: dict[str, str] = {  # the program of a shell line that is not resnet-ed
     "pip": "installs packages (CI installs them before the tests)",
     "curl": "talks to the serve example's server; that example's test posts an image to /predict itself",
     "ray": "starts a Ray cluster node; the `--ray` examples join the session's local Ray",
+    "sudo": "installs a Jetson's system packages (apt)",
+    "python3": "creates a virtual environment on the target machine",
 }
 NEEDS_RAY = (r"--ray\b", r"^serve\b", r"resnet_edge\.scale")  # examples that join the session's local Ray
 SHELL_LANGUAGES = frozenset({"bash", "sh", "shell", "console", "zsh"})
@@ -675,13 +679,18 @@ class Sandbox:
     def workdir(self, plan: Plan, folder: Path, request: pytest.FixtureRequest) -> Path:
         """``folder`` holding the plan's stand-ins: files hard-linked (a write replaces the link, not the stock),
         folders symlinked (only read)."""
+        from resnet_edge.registry import companions_of
+
         for name in plan.stand_ins:
             source = self.provide(name, request)
             target = folder / name.rstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)  # pi/model_fp16.ncnn.param
             if source.is_dir():
                 target.symlink_to(source.resolve(), target_is_directory=True)
             else:
                 _link(source, target)
+                for companion in companions_of(source):  # files that travel with it (.bin, .json)
+                    _link(companion, target.with_name(companion.name))
         return folder
 
     # recipes ---------------------------------------------------------------------------------------------------------

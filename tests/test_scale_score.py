@@ -165,7 +165,8 @@ def test_predict_does_not_import_ray(artifacts, image_folder):
     ("extra", "message"),
     [
         (["--ray", "127.0.0.1:1"], "cannot reach Ray at 127.0.0.1:1"),
-        (["--out", "scores"], "apply only with --ray"),
+        (["--out", "scores"], "scores: a classifier model's answers go to .parquet, .csv, .jsonl, .npz"),
+        (["--out", "scores/"], "a classifier's answers go to a .parquet, .csv, .jsonl or .npz file, not a folder"),
         (["--ray", "--csv"], "--csv cannot be combined with --ray"),
         (["--threads", "2", "--ray"], "--threads cannot be combined with --ray"),
     ],
@@ -267,3 +268,19 @@ def test_worker_errors_are_rebuilt_from_what_ray_delivers():
     task = RayTaskError("__call__", "Traceback: ...", DataError("a.png: bad"), proctitle="ray::x", pid=1, ip="1.2.3.4")
     assert str(worker_error(task)) == "a.png: bad"
     assert worker_error(ValueError("not from a worker")) is None
+
+
+def test_a_run_that_starts_its_own_ray_says_only_what_the_user_needs(artifacts, image_folder, tmp_path):
+    """Ray's token-authentication notice (said once in the README) and its progress output stay off the terminal;
+    what remains is our progress and summary, and the one native line the README explains."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-m", "resnet_edge.cli", "predict", str(artifacts["onnx"]),
+                             str(image_folder), "--ray", "--out", str(tmp_path / "scores")], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Token authentication" not in result.stderr and "Traceback" not in result.stderr
+    unexplained = [line for line in result.stderr.splitlines()
+                   if not line.startswith(("1/1 shards written", "warning: 1 unreadable image(s)"))
+                   and "core_worker.cc" not in line]  # broken.png is unreadable on purpose
+    assert unexplained == [], result.stderr
+    assert result.stdout.startswith("scored ")

@@ -167,8 +167,9 @@ CUDA_CALLS = {
     "copy_to_host": "cudaMemcpyAsync", "free": "cudaFree", "free_mapped": "cudaFreeHost",
     "close_with_buffers": "cudaStreamSynchronize", "close": "cudaStreamDestroy",
 }
-"""Probe step -> the CUDA call it reaches. Without a GPU each is a one-line DeviceError naming the call; the old
-``cuda.cudart`` raises RuntimeError while loading the driver instead, after it has converted the arguments."""
+"""Probe step -> the CUDA call it reaches. Without a GPU each is a one-line DeviceError naming the call; cuda-python
+before the cuda-bindings split (12.6.x, both ``cuda.cudart`` and its ``cuda.bindings.runtime``) raises RuntimeError
+while loading the driver instead, after it has converted the arguments."""
 
 
 def test_cuda_code_runs_on_the_real_bindings(cuda, cuda_probe):
@@ -177,7 +178,7 @@ def test_cuda_code_runs_on_the_real_bindings(cuda, cuda_probe):
     assert cuda_probe.pop("stream_handle") == "ok: 0"
     assert re.fullmatch(r"DeviceError: CUDA device query (\(is an NVIDIA driver installed\?\) )?failed: .+",
                         cuda_probe.pop("gpu_info"))
-    driverless = r"|RuntimeError: .+" if cuda.module == "cuda.cudart" else ""
+    driverless = r"|RuntimeError: .+" if cuda.package == "cuda-python" else ""
     unexpected = {step: outcome for step, outcome in cuda_probe.items()
                   if not re.fullmatch(rf"DeviceError: CUDA {CUDA_CALLS[step]} failed: cudaError\w+ \(.+\){driverless}",
                                       outcome)}

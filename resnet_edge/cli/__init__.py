@@ -12,7 +12,7 @@ import warnings
 import typer
 
 from ..errors import ResnetEdgeError
-from . import exporting, measuring, modeling, running, serving  # noqa: F401  (each registers its commands)
+from . import doctor, exporting, measuring, modeling, running, serving  # noqa: F401  (each registers its commands)
 from .common import OPTIONAL_VALUES, app, warn
 
 

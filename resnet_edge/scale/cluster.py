@@ -20,6 +20,7 @@ from ..registry import backend_for_file
 
 LOOPBACK = "127.0.0.1"
 PROBE_TIMEOUT_S = 5.0
+TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray uses the loopback address as the node's (its macOS default)
 GPU_DEVICES = ("cuda", "tensorrt-ep", "jetson")
 # Ray Data's loggers that print a traceback of its internals when a worker fails: quiet while worker_errors() reports
@@ -71,6 +72,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     else:
         options["address"] = os.environ["RAY_ADDRESS"] if address in (None, "", "local") else address
         _probe(str(options["address"]))
+    # "Token authentication is enabled for this Ray cluster": Ray's default for a cluster it starts, said on every
+    # start; the README says it once (Beyond one machine: Ray), and RAY_AUTH_MODE=disabled still opts out
+    logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -10,6 +10,7 @@ RUNTIME = Runtime(
         "keras", f"{HERE}.backend:KerasBackend", KERAS_SUFFIXES,
         Container("resnet_edge.models.io:read_keras", "resnet_edge.models.io:write_keras"),
         ("cuda", "cpu"), "export",
+        probe=f"{HERE}.probe:probe",  # what this machine really gives it (resnet-edge doctor)
         device_help={"cpu": "the host CPU", "cuda": "an NVIDIA GPU through CUDA"},
         description="the float reference (TensorFlow)", tools=("tensorflow", "keras"),
     ),

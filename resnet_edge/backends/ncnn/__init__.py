@@ -14,6 +14,7 @@ RUNTIME = Runtime(
         "ncnn", f"{HERE}.backend:NcnnBackend", (".ncnn.param",),
         Container(f"{HERE}.container:read_ncnn", f"{HERE}.container:write_ncnn"),
         ("cpu",), "ncnn", device_help={"cpu": "the host CPU"}, companions=(".bin", ".json"),
+        probe=f"{HERE}.probe:probe",  # what this machine really gives it (resnet-edge doctor)
         description="NCNN (Arm boards, x86)", tools=("ncnn", "pnnx"),
     ),
     (

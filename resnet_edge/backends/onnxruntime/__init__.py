@@ -9,6 +9,7 @@ RUNTIME = Runtime(
         "onnxruntime", f"{HERE}.backend:OnnxRuntimeBackend", (".onnx",),
         Container(f"{HERE}.container:read_onnx", f"{HERE}.container:write_onnx"),
         ("tensorrt-ep", "cuda", "cpu"), "onnxruntime",
+        probe=f"{HERE}.probe:probe",  # what this machine really gives it (resnet-edge doctor)
         device_help={"cpu": "the host CPU", "cuda": "an NVIDIA GPU through CUDA",
                      "tensorrt-ep": "ONNX Runtime's TensorRT execution provider (an NVIDIA GPU)"},
         intermediates=f"{HERE}.layers:intermediates", activation_scales=f"{HERE}.layers:activation_scales",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,15 @@ from ...metadata import check_input_shape
 from ...preprocess import InputSpec
 from ...runtime import Backend
 from .container import read_onnx_props
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """onnxruntime's Python wrapper ``print()``s a provider that fails to load ("EP Error ... Falling back") to
+    stdout, where it would corrupt ``--json`` output: it goes to stderr instead."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -49,7 +61,8 @@ class OnnxRuntimeBackend(Backend):
                 f"{' and TensorRT' if device == 'tensorrt-ep' else ''})"
             )
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=wanted)
+            with stdout_to_stderr():  # a provider that fails to load is print()ed: --json keeps stdout clean
+                self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:
             message = first_line(exc, 200)
             if device == "cpu" or "provider" not in message.lower():

@@ -9,6 +9,7 @@ RUNTIME = Runtime(
         "openvino", f"{HERE}.backend:OpenVINOBackend", (".xml",),
         Container(f"{HERE}.container:read_openvino", f"{HERE}.container:write_openvino"),
         ("cpu",), "openvino", device_help={"cpu": "the host CPU"}, also_runs=(".onnx",), companions=(".bin",),
+        probe=f"{HERE}.probe:probe",  # what this machine really gives it (resnet-edge doctor)
         activation_scales=f"{HERE}.layers:activation_scales",
         description="OpenVINO (Intel CPUs; IR or ONNX)", tools=("openvino", "nncf"),
     ),

@@ -20,6 +20,7 @@ RUNTIME = Runtime(
         "tensorrt", f"{HERE}.backend:TensorRTBackend", (".engine", ".plan"),
         Container(f"{HERE}.container:read_engine", f"{HERE}.container:write_engine"),
         ("jetson", "cuda"), "tensorrt",
+        probe=f"{HERE}.probe:probe",  # what this machine really gives it (resnet-edge doctor)
         device_help={"cuda": "an NVIDIA GPU through CUDA", "jetson": "an NVIDIA Jetson (integrated GPU, DLA cores)"},
         device_classes={"jetson": f"{HERE}.jetson:JetsonBackend"},
         description="TensorRT engines (NVIDIA GPU, Jetson)", needs="an NVIDIA GPU with TensorRT",

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ... import machine
 from ...atomic import write_bytes
 from ...errors import DeviceError, ExportError, InvalidArgumentError, first_line
 from ...interchange import build_onnx, save_onnx
@@ -107,6 +108,41 @@ def first_parser_error(parser: Any) -> str:
     return f"node {node}: {text}" if node else text
 
 
+def no_dla_reason(gpu: GpuInfo, cores: int, jetson_model: str | None) -> str | None:
+    """Why ``--dla-core`` cannot apply here (one line), or None when this device has DLA cores: a discrete GPU has
+    none, nor has Thor or the Orin Nano; TensorRT's own count decides on any other Jetson."""
+    if cores > 0:
+        return None
+    if not gpu.integrated:
+        return (f"{gpu.name} is a discrete GPU, which has no DLA (DLA cores exist only on Jetson AGX Orin, Orin NX "
+                "and Xavier); build without --dla-core")
+    if jetson_model and machine.has_no_dla(jetson_model):
+        return f"{jetson_model} has no DLA (Thor and the Orin Nano have none); build without --dla-core"
+    return f"{jetson_model or gpu.name} has no DLA core TensorRT can use; build without --dla-core"
+
+
+def check_dla_core(trt: ModuleType, options: Mapping[str, Any], gpu: GpuInfo) -> None:
+    """Refuse ``--dla-core`` on a device without DLA, before the ONNX is exported (one line, no work lost)."""
+    dla_core = options.get("dla_core")
+    if dla_core is None:
+        return
+    logger = make_logger(trt)
+    cores = int(create(logger, trt.Builder, logger).num_DLA_cores)
+    reason = no_dla_reason(gpu, cores, machine.jetson_model() if machine.is_jetson() else None)
+    if reason is not None:
+        raise DeviceError(f"--dla-core {dla_core}: {reason}")
+    if int(dla_core) >= cores:
+        raise InvalidArgumentError(f"--dla-core {dla_core}: this device has DLA cores 0..{cores - 1}")
+
+
+def jetson_release() -> dict[str, Any] | None:
+    """The Jetson an engine was built on (model, L4T and JetPack release) for its metadata; None elsewhere."""
+    found = machine.jetson()
+    if found is None:
+        return None
+    return {key: found[key] for key in ("model", "l4t", "jetpack") if found.get(key)}
+
+
 def _export_onnx(job: ExportJob, precision: str, path: Path) -> ModelMetadata:
     """Write the ONNX a strongly typed network takes for ``precision`` (int8: the symmetric Q/DQ file)."""
     if precision == "int8" and job.calibration is None:
@@ -157,7 +193,7 @@ def _build_engine(
     if dla_core is not None:
         cores = int(builder.num_DLA_cores)
         if cores == 0:
-            raise DeviceError(f"--dla-core {dla_core}: {gpu.name} has no DLA (DLA exists on Jetson AGX/NX modules)")
+            raise DeviceError(f"--dla-core {dla_core}: {no_dla_reason(gpu, cores, None)}")
         if int(dla_core) >= cores:
             raise InvalidArgumentError(f"--dla-core {dla_core}: this device has DLA cores 0..{cores - 1}")
         config.default_device_type = trt.DeviceType.DLA
@@ -190,6 +226,7 @@ def convert(job: ExportJob) -> ModelMetadata:
     profile = parse_profile(options.get("batch", "1,1,1"))
     trt = import_tensorrt()
     gpu = gpu_info()
+    check_dla_core(trt, options, gpu)
     with tempfile.TemporaryDirectory(prefix="resnet-edge-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         onnx_metadata = _export_onnx(job, precision, onnx_path)
@@ -209,6 +246,9 @@ def convert(job: ExportJob) -> ModelMetadata:
             "source": f"ONNX {precision}" + (f" Q/DQ {INT8_SCHEME}" if precision == "int8" else ""),
         },
     }
+    built_on = jetson_release()
+    if built_on:  # which JetPack built it: its TensorRT and CUDA are the ones that may load it
+        extra["jetson"] = built_on
     tools = {**onnx_metadata.tools, **tool_versions("cuda-python", "cuda-bindings"), "tensorrt": trt.__version__}
     metadata = job.metadata.replace(
         format="trt",
