@@ -29,10 +29,10 @@ demo: install
 	$(BIN)/resnet-edge optimize $(DEMO)/resnet18_digits.keras --formats $(FORMATS) --max-drop 1 --out $(DEMO)/optimized
 
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/results

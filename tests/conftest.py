@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -32,6 +34,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, (available, reason) in reasons.items():
             if item.get_closest_marker(marker) is not None and not available:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    _xdist_groups(items)
+
+
+README_GROUPS = 3  # the README's examples are the longest file: spread over this many xdist groups
+
+
+def _xdist_groups(items: list[pytest.Item]) -> None:
+    """With ``--dist loadgroup`` (make test) a file's tests stay on one worker, so its module fixtures are built
+    once; the README's examples, the longest file, go round-robin into a few groups so no worker is left with
+    them alone at the end."""
+    readme = 0
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = item.path.name
+        if group == "test_readme.py":
+            group, readme = f"{group}-{readme % README_GROUPS}", readme + 1
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@contextlib.contextmanager
+def _made_once(tmp_path_factory: pytest.TempPathFactory, name: str):
+    """A folder made once per test run and shared by its xdist workers: the first to get the lock makes it (yields
+    True), the others wait and take it as made (False). Without xdist, a folder of this session."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / ".made"
+        if done.exists():
+            yield folder, False
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        yield folder, True
+        done.touch()
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +90,13 @@ def trained_model_path(tmp_path_factory, digits) -> Path:
     from resnet_edge.models.io import describe, save_model
     from resnet_edge.train import train
 
-    keras.utils.set_random_seed(0)  # the same starting weights every run, so CI sees one model, not a draw
-    model = build_resnet("resnet18", (*SIZE, 3), num_classes=10)
-    train(model, digits, epochs=2, verbose=0)
-    path = tmp_path_factory.mktemp("model") / "digits.keras"
-    save_model(model, path, describe(model, digits.class_names))
+    with _made_once(tmp_path_factory, "model") as (folder, make):
+        path = folder / "digits.keras"
+        if make:
+            keras.utils.set_random_seed(0)  # the same starting weights every run, so CI sees one model, not a draw
+            model = build_resnet("resnet18", (*SIZE, 3), num_classes=10)
+            train(model, digits, epochs=2, verbose=0)
+            save_model(model, path, describe(model, digits.class_names))
     return path
 
 
@@ -77,15 +119,17 @@ def artifacts(tmp_path_factory, trained_model_path, calibration_set) -> dict[str
     """Every CPU format exported once (verified on export) from the trained model."""
     from resnet_edge.exporter import FORMATS, export
 
-    folder = tmp_path_factory.mktemp("artifacts")
     paths = {}
-    for name in (n for n, f in FORMATS.items() if f.runs_on_cpu):
-        path = folder / f"model_{name.replace('-', '_')}{FORMATS[name].suffix}"
-        export(trained_model_path, name, path, calibration=calibration_set, verify=False)
-        paths[name] = path
-    path = folder / "model_onnx_int8_s8s8.onnx"
-    export(trained_model_path, "onnx-int8", path, calibration=calibration_set, verify=False, scheme="s8s8")
-    paths["onnx-int8-s8s8"] = path
+    with _made_once(tmp_path_factory, "artifacts") as (folder, make):
+        for name in (n for n, f in FORMATS.items() if f.runs_on_cpu):
+            path = folder / f"model_{name.replace('-', '_')}{FORMATS[name].suffix}"
+            if make:
+                export(trained_model_path, name, path, calibration=calibration_set, verify=False)
+            paths[name] = path
+        path = folder / "model_onnx_int8_s8s8.onnx"
+        if make:
+            export(trained_model_path, "onnx-int8", path, calibration=calibration_set, verify=False, scheme="s8s8")
+        paths["onnx-int8-s8s8"] = path
     return paths
 
 
