@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ... import machine
 from ...errors import first_line
+from ...metadata import tool_versions
 from .backend import PROVIDERS, _ort, stdout_to_stderr
 
 GPU_INSTALL = ("pip uninstall -y onnxruntime && pip install 'resnet-edge[gpu]'  (onnxruntime-gpu>=1.27: CUDA 13 + "
@@ -112,7 +112,7 @@ def probe() -> dict[str, Any]:
     listed = list(ort.get_available_providers())
     facts: dict[str, Any] = {**_build_info(ort), "providers": listed}
     missing: list[str] = []
-    installed = {name for name in ("onnxruntime", "onnxruntime-gpu") if _installed(name)}
+    installed = tool_versions("onnxruntime", "onnxruntime-gpu")
     if len(installed) == 2:
         missing.append("pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'resnet-edge[gpu]'  (both are "
                        "installed and share one module: whichever was installed last wins)")
@@ -137,10 +137,3 @@ def probe() -> dict[str, Any]:
         missing.append(GPU_INSTALL)
     return {"devices": devices, "facts": facts, "missing": missing}
 
-
-def _installed(distribution: str) -> bool:
-    try:
-        metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
